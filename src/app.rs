@@ -1,0 +1,124 @@
+//! Builds the running proxy from a validated configuration and runs its listeners until shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::{Config, ConfigError};
+use crate::credentials::Credentials;
+use crate::proxy::ProxyState;
+use crate::route::RouteTable;
+use crate::secrets::file::{FileStore, FileStoreError};
+use crate::telemetry::metrics::Metrics;
+use crate::tls::ca::Ca;
+use crate::tls::leaf::LeafCache;
+use crate::tls::TlsError;
+use crate::upstream::{Settings, Upstream, UpstreamError};
+
+/// Why Keyward could not start (or `check` failed).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Secrets(#[from] FileStoreError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Validates everything `run` would load, without creating files or opening ports.
+pub fn check(path: &Path) -> Result<Config, StartError> {
+    let config = Config::load(path)?;
+    if config.ca_cert.exists() || config.ca_key.exists() {
+        Ca::load(&config.ca_cert, &config.ca_key)?;
+    }
+    let store = FileStore::load(&config.secrets_file)?;
+    config.verify_secrets(&store)?;
+    upstream(&config)?;
+    Ok(config)
+}
+
+pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+    let config = Config::load(path)?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::starting());
+    let admin_listener = bind(config.admin).await?;
+    let admin_addr = local(&admin_listener);
+    let admin = Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(crate::listener::serve(
+        admin_listener,
+        shutdown.clone(),
+        move |stream, _| crate::admin::serve(admin.clone(), stream),
+    ));
+
+    let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
+    if created {
+        tracing::warn!(ca_cert = %config.ca_cert.display(), "created a new interception CA");
+    }
+    tracing::info!(ca_cert = %config.ca_cert.display(), "agents must trust this CA certificate");
+    let store = Arc::new(FileStore::load(&config.secrets_file)?);
+    config.verify_secrets(&*store)?;
+    tokio::spawn(store.clone().watch(config.secrets_poll_interval));
+
+    let upstream = upstream(&config)?;
+    let state = Arc::new(ProxyState {
+        agent_id: config.agent_id.clone(),
+        upstream,
+        leaves: LeafCache::new(ca)?,
+        unmatched: config.unmatched,
+        unmatched_allow_private: config.unmatched_allow_private,
+        agent_tls_timeout: config.upstream.agent_tls_handshake_timeout,
+        routes: RouteTable::new(config.routes),
+        credentials: Credentials::new(config.credentials),
+        secrets: store,
+        metrics,
+    });
+    let proxy_listener = bind(config.listen).await?;
+    tracing::info!(
+        proxy_addr = %local(&proxy_listener),
+        admin_addr = %admin_addr,
+        agent_id = %state.agent_id,
+        "keyward listening"
+    );
+    readiness.set(None);
+    crate::listener::serve(proxy_listener, shutdown, move |stream, peer| {
+        crate::proxy::connect::serve(state.clone(), stream, peer)
+    })
+    .await;
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+fn upstream(config: &Config) -> Result<Upstream, UpstreamError> {
+    Upstream::new(Settings {
+        extra_roots: config.extra_roots.clone(),
+        resolve: config.resolve.clone(),
+        connect_timeout: config.upstream.connect_timeout,
+        pool_idle_timeout: config.upstream.pool_idle_timeout,
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}

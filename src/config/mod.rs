@@ -1,0 +1,152 @@
+//! Configuration: the YAML contract (`raw`), its validation into runtime types (`validate`), and errors that
+//! name the file, line and field.
+
+mod locate;
+pub mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::credentials::CredentialSpec;
+use crate::route::Route;
+use crate::secrets::SecretStore;
+
+pub use raw::Unmatched;
+
+/// A validated configuration; building one is the only way bad input is turned away.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    text: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub agent_id: String,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub extra_roots: Vec<PathBuf>,
+    pub upstream: raw::RawUpstream,
+    pub secrets_file: PathBuf,
+    pub secrets_poll_interval: Duration,
+    pub unmatched: Unmatched,
+    pub unmatched_allow_private: bool,
+    pub resolve: HashMap<String, Vec<IpAddr>>,
+    pub routes: Vec<Route>,
+    pub credentials: Vec<CredentialSpec>,
+    /// Field path of each credential, in the same order, for errors found after loading.
+    credential_fields: Vec<String>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Located),
+}
+
+/// `file:line:column: field: message`, the form editors and CI annotations understand.
+#[derive(Debug)]
+pub struct Located {
+    pub file: String,
+    pub at: Option<(usize, usize)>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, col)) = self.at {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A problem with one field, before it is placed in the file.
+#[derive(Debug)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let raw: raw::RawConfig = serde_yaml::from_str(&text).map_err(|e| {
+            let at = e.location().map(|l| (l.line(), l.column()));
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            ConfigError::Invalid(Located {
+                file: path.display().to_string(),
+                at,
+                field: String::new(),
+                message,
+            })
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        match validate::validate(raw, base) {
+            Ok(mut config) => {
+                config.path = path.to_path_buf();
+                config.text = text;
+                Ok(config)
+            }
+            Err(e) => Err(locate(path, &text, e)),
+        }
+    }
+
+    /// Every credential's secret must exist in the store; the error points at the first one that does not.
+    pub fn verify_secrets(&self, store: &dyn SecretStore) -> Result<(), ConfigError> {
+        for (spec, field) in self.credentials.iter().zip(&self.credential_fields) {
+            if !store.contains(&spec.secret) {
+                let message = format!(
+                    "no secret named `{}` in {}",
+                    spec.secret,
+                    self.secrets_file.display()
+                );
+                return Err(locate(
+                    &self.path,
+                    &self.text,
+                    FieldError::new(format!("{field}.secret"), message),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn locate(path: &Path, text: &str, error: FieldError) -> ConfigError {
+    ConfigError::Invalid(Located {
+        file: path.display().to_string(),
+        at: locate::Locator::new(text).find(&error.field),
+        field: error.field,
+        message: error.message,
+    })
+}

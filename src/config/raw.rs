@@ -1,0 +1,166 @@
+//! The YAML shape of the configuration file, exactly as users write it.
+//!
+//! Every struct denies unknown fields so that a typo is an error at load time instead of a silently ignored
+//! setting; defaults live here so the reference in the README and the code cannot disagree.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    #[serde(default)]
+    pub agent: RawAgent,
+    pub ca: RawCa,
+    #[serde(default)]
+    pub upstream_tls: RawUpstreamTls,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    pub secrets: RawSecrets,
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    #[serde(default)]
+    pub unmatched_allow_private: bool,
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Vec<IpAddr>>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:3128".into()
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    #[serde(default)]
+    pub extra_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    pub agent_tls_handshake_timeout: Duration,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+            agent_tls_handshake_timeout: default_tls_handshake_timeout(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+fn default_tls_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    pub file: Option<PathBuf>,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// What happens to CONNECT targets and absolute-form hosts that no route names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Intercept, then answer every request with 403 `no_route` (placeholders seen there are exfiltration).
+    #[default]
+    Deny,
+    /// Splice bytes to the destination without interception or credentials.
+    Tunnel,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub allow_private: bool,
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    #[serde(default)]
+    pub credentials: Vec<RawCredential>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub name: Option<String>,
+    pub placeholder: String,
+    pub secret: String,
+    pub header: Option<String>,
+    pub query: Option<String>,
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default)]
+    pub inject: Inject,
+}
+
+fn default_format() -> String {
+    "{secret}".into()
+}
+
+/// When a credential is written into a request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inject {
+    /// Only where the agent sent the placeholder.
+    #[default]
+    OnPlaceholder,
+    /// Also when the agent sent nothing: the configured header (or query parameter) is added.
+    Always,
+}

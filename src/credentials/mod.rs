@@ -1,0 +1,446 @@
+//! Placeholder ↔ secret: finds placeholders in a request, checks that the destination is the one the credential
+//! is bound to, and writes the real value in the credential's format.
+//!
+//! A placeholder is bound to the route that declares it. Seen on a request that matched another route (or no
+//! route), it is an exfiltration attempt and the request is refused before anything is fetched or forwarded.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::config::raw::Inject;
+use crate::route::Route;
+use crate::secrets::{Secret, SecretError, SecretStore};
+
+/// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A credential's `format`, split once at load time around its single `{secret}`.
+#[derive(Debug, Clone)]
+pub struct Format {
+    prefix: String,
+    suffix: String,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once("{secret}") {
+            Some((prefix, suffix)) if !suffix.contains("{secret}") => Ok(Self {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+            }),
+            Some(_) => Err("`{secret}` may appear only once".into()),
+            None => Err("must contain `{secret}`".into()),
+        }
+    }
+
+    fn render(&self, secret: &Secret) -> String {
+        [self.prefix.as_str(), secret.expose(), self.suffix.as_str()].concat()
+    }
+}
+
+/// One configured credential.
+#[derive(Debug)]
+pub struct CredentialSpec {
+    /// Shown in logs and errors; defaults to the secret's name.
+    pub name: String,
+    /// Name of the route the credential is bound to.
+    pub route: String,
+    pub placeholder: String,
+    pub secret: String,
+    pub header: Option<HeaderName>,
+    pub query: Option<String>,
+    pub format: Format,
+    pub inject: Inject,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(
+        "a placeholder of credential `{credential}` was sent to a destination it is not bound to"
+    )]
+    NotBound { credential: String },
+    #[error("one value carries placeholders of more than one credential")]
+    Ambiguous,
+    #[error("credential `{credential}` would be sent over plain http; route `{route}` does not allow_plain_http")]
+    Plaintext { credential: String, route: String },
+    #[error("credential `{credential}`: {source}")]
+    Secret {
+        credential: String,
+        source: SecretError,
+    },
+    #[error("credential `{0}`: the secret does not form a valid header value")]
+    InvalidValue(String),
+}
+
+/// All credentials of the configuration, with one automaton that finds any placeholder in one pass.
+#[derive(Debug)]
+pub struct Credentials {
+    specs: Vec<CredentialSpec>,
+    matcher: AhoCorasick,
+}
+
+/// What the swap did to a request: the credentials it wrote, by name, for the request's record.
+pub type Used = Vec<String>;
+
+impl Credentials {
+    pub fn new(specs: Vec<CredentialSpec>) -> Self {
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(specs.iter().map(|s| s.placeholder.as_bytes()))
+            .expect("placeholders are validated non-empty and few");
+        Self { specs, matcher }
+    }
+
+    /// Rewrites placeholders in headers and query into real values, and injects `inject: always` credentials.
+    /// Nothing is changed unless the whole request is acceptable.
+    pub fn apply(
+        &self,
+        route: Option<&Route>,
+        plain_http: bool,
+        parts: &mut http::request::Parts,
+        store: &dyn SecretStore,
+    ) -> Result<Used, SwapError> {
+        let mut used: Vec<usize> = Vec::new();
+        let mut headers = Vec::new();
+        for (name, value) in parts.headers.iter() {
+            if let Some(i) = self.find(value.as_bytes())? {
+                headers.push((name.clone(), i));
+                used.push(i);
+            }
+        }
+        let mut query = self.scan_query(parts.uri.query().unwrap_or(""), &mut used)?;
+        let route = match route {
+            Some(r) => r,
+            None if used.is_empty() => return Ok(Vec::new()),
+            None => {
+                return Err(SwapError::NotBound {
+                    credential: self.specs[used[0]].name.clone(),
+                })
+            }
+        };
+        if let Some(&i) = used.iter().find(|&&i| self.specs[i].route != route.name) {
+            return Err(SwapError::NotBound {
+                credential: self.specs[i].name.clone(),
+            });
+        }
+        for (i, spec) in self.specs.iter().enumerate() {
+            if spec.route == route.name && spec.inject == Inject::Always && !used.contains(&i) {
+                let missing_header = spec
+                    .header
+                    .as_ref()
+                    .is_some_and(|h| !parts.headers.contains_key(h));
+                let missing_query = spec
+                    .query
+                    .as_ref()
+                    .is_some_and(|q| !query.iter().any(|(k, _)| k == q));
+                if missing_header {
+                    headers.push((spec.header.clone().expect("checked above"), i));
+                }
+                if missing_query {
+                    query.push((
+                        spec.query.clone().expect("checked above"),
+                        QueryValue::Credential(i),
+                    ));
+                }
+                if missing_header || missing_query {
+                    used.push(i);
+                }
+            }
+        }
+        if plain_http && !route.allow_plain_http {
+            if let Some(&i) = used.first() {
+                return Err(SwapError::Plaintext {
+                    credential: self.specs[i].name.clone(),
+                    route: route.name.clone(),
+                });
+            }
+        }
+        for (name, i) in headers {
+            let value = self.header_value(i, store)?;
+            parts.headers.insert(name, value);
+        }
+        if query
+            .iter()
+            .any(|(_, v)| matches!(v, QueryValue::Credential(_)))
+        {
+            parts.uri = self.rebuild_uri(&parts.uri, &query, store)?;
+        }
+        used.sort_unstable();
+        used.dedup();
+        Ok(used
+            .into_iter()
+            .map(|i| self.specs[i].name.clone())
+            .collect())
+    }
+
+    /// The credential whose placeholder occurs in `bytes`; two different ones in one value is an error.
+    fn find(&self, bytes: &[u8]) -> Result<Option<usize>, SwapError> {
+        let mut found = None;
+        for m in self.matcher.find_iter(bytes) {
+            let i = m.pattern().as_usize();
+            match found {
+                Some(prev) if prev != i => return Err(SwapError::Ambiguous),
+                _ => found = Some(i),
+            }
+        }
+        Ok(found)
+    }
+
+    fn scan_query<'a>(
+        &self,
+        query: &'a str,
+        used: &mut Vec<usize>,
+    ) -> Result<Vec<(String, QueryValue<'a>)>, SwapError> {
+        let mut pairs = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            let key_decoded = percent_decode_str(key).decode_utf8_lossy().into_owned();
+            match self.find(decoded.as_bytes())? {
+                Some(i) => {
+                    used.push(i);
+                    pairs.push((key_decoded, QueryValue::Credential(i)));
+                }
+                None => pairs.push((key_decoded, QueryValue::Raw(pair))),
+            }
+        }
+        Ok(pairs)
+    }
+
+    fn secret(&self, i: usize, store: &dyn SecretStore) -> Result<Secret, SwapError> {
+        let spec = &self.specs[i];
+        store.get(&spec.secret).map_err(|source| SwapError::Secret {
+            credential: spec.name.clone(),
+            source,
+        })
+    }
+
+    fn header_value(&self, i: usize, store: &dyn SecretStore) -> Result<HeaderValue, SwapError> {
+        let rendered = self.specs[i].format.render(&self.secret(i, store)?);
+        let mut value = HeaderValue::try_from(rendered)
+            .map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    fn rebuild_uri(
+        &self,
+        uri: &Uri,
+        query: &[(String, QueryValue)],
+        store: &dyn SecretStore,
+    ) -> Result<Uri, SwapError> {
+        let mut out = String::from(uri.path());
+        for (n, (key, value)) in query.iter().enumerate() {
+            out.push(if n == 0 { '?' } else { '&' });
+            match value {
+                QueryValue::Raw(pair) => out.push_str(pair),
+                QueryValue::Credential(i) => {
+                    let rendered = self.specs[*i].format.render(&self.secret(*i, store)?);
+                    out.push_str(&utf8_percent_encode(key, QUERY_VALUE).to_string());
+                    out.push('=');
+                    out.push_str(&utf8_percent_encode(&rendered, QUERY_VALUE).to_string());
+                }
+            }
+        }
+        let pq =
+            PathAndQuery::try_from(out).map_err(|_| SwapError::InvalidValue("query".into()))?;
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| SwapError::InvalidValue("query".into()))
+    }
+}
+
+/// A query pair kept byte-for-byte, or one whose value becomes a credential.
+enum QueryValue<'a> {
+    Raw(&'a str),
+    Credential(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::HostPattern;
+    use std::collections::HashMap;
+
+    struct MapStore(HashMap<&'static str, &'static str>);
+    impl SecretStore for MapStore {
+        fn get(&self, name: &str) -> Result<Secret, SecretError> {
+            self.0
+                .get(name)
+                .map(|v| Secret::new(*v))
+                .ok_or_else(|| SecretError::Missing(name.into()))
+        }
+        fn contains(&self, name: &str) -> bool {
+            self.0.contains_key(name)
+        }
+    }
+
+    fn spec(
+        name: &str,
+        route: &str,
+        placeholder: &str,
+        header: Option<&str>,
+        query: Option<&str>,
+        format: &str,
+        inject: Inject,
+    ) -> CredentialSpec {
+        CredentialSpec {
+            name: name.into(),
+            route: route.into(),
+            placeholder: placeholder.into(),
+            secret: name.into(),
+            header: header.map(|h| HeaderName::try_from(h).unwrap()),
+            query: query.map(Into::into),
+            format: Format::parse(format).unwrap(),
+            inject,
+        }
+    }
+
+    fn route(name: &str, plain: bool) -> Route {
+        Route {
+            name: name.into(),
+            hosts: vec![HostPattern::parse("x.test").unwrap()],
+            paths: vec![],
+            methods: vec![],
+            allow_private: false,
+            allow_plain_http: plain,
+        }
+    }
+
+    fn fixture() -> (Credentials, MapStore) {
+        let creds = Credentials::new(vec![
+            spec(
+                "openai",
+                "ai",
+                "kw-openai",
+                Some("authorization"),
+                None,
+                "Bearer {secret}",
+                Inject::OnPlaceholder,
+            ),
+            spec(
+                "org",
+                "ai",
+                "kw-org",
+                Some("openai-organization"),
+                None,
+                "{secret}",
+                Inject::Always,
+            ),
+            spec(
+                "maps",
+                "maps",
+                "kw-maps",
+                None,
+                Some("key"),
+                "{secret}",
+                Inject::OnPlaceholder,
+            ),
+        ]);
+        let store = MapStore(HashMap::from([
+            ("openai", "sk-1"),
+            ("org", "org-9"),
+            ("maps", "m k&1"),
+        ]));
+        (creds, store)
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn header_placeholder_becomes_formatted_secret_and_always_injects() {
+        let (creds, store) = fixture();
+        for sent in ["Bearer kw-openai", "kw-openai"] {
+            let mut p = parts("https://x.test/v1", &[("authorization", sent)]);
+            let used = creds
+                .apply(Some(&route("ai", false)), false, &mut p, &store)
+                .unwrap();
+            assert_eq!(p.headers["authorization"], "Bearer sk-1");
+            assert!(p.headers["authorization"].is_sensitive());
+            assert_eq!(p.headers["openai-organization"], "org-9");
+            assert_eq!(used, vec!["openai", "org"]);
+        }
+    }
+
+    #[test]
+    fn query_placeholder_is_replaced_and_encoded_others_untouched() {
+        let (creds, store) = fixture();
+        let mut p = parts("https://x.test/geo?a=%20b&key=kw-maps&z", &[]);
+        creds
+            .apply(Some(&route("maps", false)), false, &mut p, &store)
+            .unwrap();
+        assert_eq!(
+            p.uri.to_string(),
+            "https://x.test/geo?a=%20b&key=m%20k%261&z"
+        );
+    }
+
+    #[test]
+    fn placeholder_to_other_route_or_no_route_is_not_bound() {
+        let (creds, store) = fixture();
+        let mut p = parts("https://x.test/?key=kw-maps", &[]);
+        let err = creds
+            .apply(Some(&route("ai", false)), false, &mut p, &store)
+            .unwrap_err();
+        assert!(matches!(err, SwapError::NotBound { ref credential } if credential == "maps"));
+        let mut p = parts("https://x.test/", &[("x-key", "kw-openai")]);
+        assert!(matches!(
+            creds.apply(None, false, &mut p, &store),
+            Err(SwapError::NotBound { .. })
+        ));
+        assert_eq!(
+            p.headers["x-key"], "kw-openai",
+            "refused requests are left untouched"
+        );
+    }
+
+    #[test]
+    fn plaintext_and_ambiguity_are_refused() {
+        let (creds, store) = fixture();
+        let mut p = parts("http://x.test/", &[("authorization", "kw-openai")]);
+        assert!(matches!(
+            creds.apply(Some(&route("ai", false)), true, &mut p, &store),
+            Err(SwapError::Plaintext { .. })
+        ));
+        assert!(creds
+            .apply(Some(&route("ai", true)), true, &mut p, &store)
+            .is_ok());
+        let mut p = parts("https://x.test/", &[("authorization", "kw-openai kw-org")]);
+        assert!(matches!(
+            creds.apply(Some(&route("ai", false)), false, &mut p, &store),
+            Err(SwapError::Ambiguous)
+        ));
+    }
+
+    #[test]
+    fn missing_secret_names_the_credential_only() {
+        let (creds, _) = fixture();
+        let empty = MapStore(HashMap::new());
+        let mut p = parts("https://x.test/", &[("authorization", "kw-openai")]);
+        let err = creds
+            .apply(Some(&route("ai", false)), false, &mut p, &empty)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("openai"), "{err}");
+    }
+
+    #[test]
+    fn format_needs_exactly_one_secret() {
+        assert!(Format::parse("Bearer").is_err());
+        assert!(Format::parse("{secret}{secret}").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Keyward: a sidecar egress proxy that lets AI agents call real APIs while holding only placeholder tokens.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod app;
+mod cli;
+mod config;
+mod credentials;
+mod listener;
+mod proxy;
+mod route;
+mod secrets;
+mod telemetry;
+mod tls;
+mod upstream;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{CaCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("keyward {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match app::check(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} routes, {} credentials)",
+                    config.display(),
+                    c.routes.len(),
+                    c.credentials.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Ca {
+            command: CaCommand::Init { out },
+        } => {
+            let (cert, key) = (out.join("ca.crt"), out.join("ca.key"));
+            match tls::ca::Ca::create(&cert, &key) {
+                Ok(()) => {
+                    println!(
+                        "wrote {} (give this to agents to trust) and {} (keep private)",
+                        cert.display(),
+                        key.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config } => {
+            telemetry::logging::init(cli.log_format);
+            run(&config)
+        }
+    }
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received");
+            let _ = stop.send(true);
+        });
+        match app::run(config, stopped).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "keyward cannot start");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

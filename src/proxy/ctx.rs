@@ -1,0 +1,81 @@
+//! The record of one request, filled in by each stage and written out once when the response head is sent.
+//! It holds names and codes only: the path without its query, credential names, never values.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+
+use super::error::ProxyError;
+use super::Target;
+use crate::credentials::SwapError;
+use crate::telemetry::metrics::Metrics;
+
+pub struct RequestCtx {
+    pub id: String,
+    started: Instant,
+    method: Method,
+    path: String,
+    host: String,
+    port: u16,
+    pub route: Option<String>,
+    pub credentials: Vec<String>,
+    error: Option<(&'static str, String)>,
+}
+
+impl RequestCtx {
+    pub fn start(target: &Target, method: &Method, path: &str) -> Self {
+        Self {
+            id: next_id(),
+            started: Instant::now(),
+            method: method.clone(),
+            path: path.to_string(),
+            host: target.host.clone(),
+            port: target.port,
+            route: None,
+            credentials: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn fail(&mut self, error: &ProxyError, metrics: &Metrics) {
+        let (_, code) = error.classify();
+        if let ProxyError::Swap(SwapError::NotBound { credential }) = error {
+            metrics.exfiltration_attempt(credential);
+            tracing::warn!(
+                request_id = %self.id, credential = %credential, host = %self.host, method = %self.method, path = %self.path,
+                "exfiltration attempt: placeholder sent to a destination its credential is not bound to"
+            );
+        }
+        self.error = Some((code, error.to_string()));
+    }
+
+    /// One log line and one metric per request.
+    pub fn finish(self, status: StatusCode, agent_id: &str, metrics: &Metrics) {
+        let outcome = self.error.as_ref().map_or("forwarded", |(code, _)| *code);
+        metrics.request(self.route.as_deref(), outcome);
+        tracing::info!(
+            request_id = %self.id,
+            agent_id,
+            method = %self.method,
+            host = %self.host,
+            port = self.port,
+            path = %self.path,
+            route = self.route.as_deref().unwrap_or("-"),
+            credentials = %self.credentials.join(","),
+            status = status.as_u16(),
+            outcome,
+            error = self.error.as_ref().map_or("", |(_, m)| m.as_str()),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// Unique within the process and ordered; enough to join a response to its log line.
+fn next_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static EPOCH: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp() as u32);
+    format!("{epoch:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,82 @@
+//! Every way a request can fail, mapped in one place to an HTTP status, a stable error code and a JSON body.
+//! Messages are built from names and hosts only; no variant can carry a secret value.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::credentials::SwapError;
+use crate::secrets::SecretError;
+use crate::upstream::{Body, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches {method} {host}{path}")]
+    NoRoute {
+        host: String,
+        method: String,
+        path: String,
+    },
+    #[error("Host header `{header}` does not match the CONNECT target `{target}`")]
+    HostMismatch { header: String, target: String },
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// `(status, code)`: the code is stable, documented, and used as the metric outcome.
+    pub fn classify(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::NoRoute { .. } => (S::FORBIDDEN, "no_route"),
+            Self::HostMismatch { .. } => (S::FORBIDDEN, "host_mismatch"),
+            Self::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            Self::Swap(e) => match e {
+                SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
+                SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
+                SwapError::Plaintext { .. } => (S::FORBIDDEN, "plaintext_credential"),
+                SwapError::Secret {
+                    source: SecretError::Missing(_),
+                    ..
+                } => (S::SERVICE_UNAVAILABLE, "secret_unavailable"),
+                SwapError::InvalidValue(_) => (S::BAD_GATEWAY, "invalid_secret_value"),
+            },
+            Self::Upstream(e) => match e {
+                UpstreamError::Forbidden { .. } => (S::FORBIDDEN, "private_destination"),
+                UpstreamError::Resolve { .. } => (S::BAD_GATEWAY, "upstream_unresolvable"),
+                UpstreamError::Connect { .. } => (S::BAD_GATEWAY, "upstream_connect_failed"),
+                UpstreamError::Request { .. } => (S::BAD_GATEWAY, "upstream_failed"),
+                UpstreamError::Roots { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        }
+    }
+
+    pub fn response(&self, request_id: &str) -> Response<Body> {
+        let (status, code) = self.classify();
+        json_response(status, code, &self.to_string(), request_id)
+    }
+}
+
+/// `{"error": code, "message": ..., "request_id": ...}`, the body every refusal carries.
+pub fn json_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-keyward-error", code)
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static status and headers are valid")
+}

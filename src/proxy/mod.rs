@@ -1,0 +1,58 @@
+//! The proxy: first-hop protocol handling (`connect`), the ordered request stages (`pipeline`), the per-request
+//! record (`ctx`) and the one place errors become responses (`error`).
+
+pub mod connect;
+pub mod ctx;
+pub mod error;
+mod headers;
+pub mod pipeline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Unmatched;
+use crate::credentials::Credentials;
+use crate::route::RouteTable;
+use crate::secrets::SecretStore;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::leaf::LeafCache;
+use crate::upstream::Upstream;
+
+/// Everything a request needs, built once from validated configuration and shared by all connections.
+pub struct ProxyState {
+    pub agent_id: String,
+    pub routes: RouteTable,
+    pub credentials: Credentials,
+    pub secrets: Arc<dyn SecretStore>,
+    pub upstream: Upstream,
+    pub leaves: LeafCache,
+    pub unmatched: Unmatched,
+    pub unmatched_allow_private: bool,
+    pub agent_tls_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Where a request goes, fixed by the CONNECT line or the absolute-form URI before any header is read.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    /// Normalized with [`crate::route::normalize_host`].
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}

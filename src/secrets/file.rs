@@ -1,0 +1,150 @@
+//! The embedded default store: a YAML file mapping secret names to values, re-read when it changes.
+//!
+//! Re-reading is by polling the file's contents rather than filesystem events, because Kubernetes Secret and
+//! ConfigMap volumes update through symlink swaps that inotify watchers routinely miss. A file that stops
+//! parsing keeps the last good values in service.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{Secret, SecretError, SecretStore};
+
+/// Why the secrets file could not be loaded. The parser's own message is never shown: it can quote the value
+/// it choked on, and that value may be a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum FileStoreError {
+    #[error("{path}: cannot read secrets file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: invalid secrets file: expected a map of secret name to string value")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+    },
+}
+
+pub struct FileStore {
+    path: PathBuf,
+    values: ArcSwap<HashMap<String, Secret>>,
+    last_text: std::sync::Mutex<String>,
+}
+
+impl FileStore {
+    pub fn load(path: &Path) -> Result<Self, FileStoreError> {
+        let text = read(path)?;
+        let values = parse(path, &text)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            values: ArcSwap::from_pointee(values),
+            last_text: std::sync::Mutex::new(text),
+        })
+    }
+
+    /// Re-reads the file; returns whether the values changed. On error the previous values stay in service.
+    pub fn refresh(&self) -> Result<bool, FileStoreError> {
+        let text = read(&self.path)?;
+        let mut last = self.last_text.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == text {
+            return Ok(false);
+        }
+        let values = parse(&self.path, &text)?;
+        self.values.store(Arc::new(values));
+        *last = text;
+        Ok(true)
+    }
+
+    /// Polls the file until the task is dropped, logging (never the values) when it changes or breaks.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.refresh()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(path = %self.path.display(), "secrets file reloaded")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "secrets file not reloaded; previous values stay in use")
+                }
+                Err(e) => tracing::error!(error = %e, "secrets file reload task failed"),
+            }
+        }
+    }
+}
+
+impl SecretStore for FileStore {
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        self.values
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SecretError::Missing(name.to_string()))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.values.load().contains_key(name)
+    }
+}
+
+fn read(path: &Path) -> Result<String, FileStoreError> {
+    std::fs::read_to_string(path).map_err(|source| FileStoreError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse(path: &Path, text: &str) -> Result<HashMap<String, Secret>, FileStoreError> {
+    let map: HashMap<String, String> = if text.trim().is_empty() {
+        HashMap::new()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| {
+            let loc = e.location();
+            FileStoreError::Parse {
+                path: path.display().to_string(),
+                line: loc.as_ref().map_or(0, |l| l.line()),
+                column: loc.as_ref().map_or(0, |l| l.column()),
+            }
+        })?
+    };
+    Ok(map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_does_not_quote_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, "a: ok\nb: [not-a-string-sk-9999]\n").unwrap();
+        let err = FileStore::load(&path).err().unwrap().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(!err.contains("sk-9999"), "{err}");
+    }
+
+    #[test]
+    fn refresh_swaps_values_and_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, "k: one\n").unwrap();
+        let store = FileStore::load(&path).unwrap();
+        assert!(!store.refresh().unwrap());
+        std::fs::write(&path, "k: two\n").unwrap();
+        assert!(store.refresh().unwrap());
+        assert_eq!(store.get("k").unwrap().expose(), "two");
+        std::fs::write(&path, "k: [broken\n").unwrap();
+        assert!(store.refresh().is_err());
+        assert_eq!(store.get("k").unwrap().expose(), "two");
+        assert!(matches!(store.get("nope"), Err(SecretError::Missing(_))));
+    }
+}

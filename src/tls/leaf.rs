@@ -1,0 +1,118 @@
+//! Leaf certificates for intercepted hosts: minted with one shared ECDSA P-256 key, cached per host as a
+//! ready `ServerConfig`, and minted once per host even when many connections arrive together.
+//!
+//! One key for every leaf keeps minting to a single signature; caching the whole `ServerConfig` (sharing one
+//! session cache and ticketer) lets agents resume TLS sessions, which is most of the cost of a new connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quick_cache::sync::Cache;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
+use rustls::ServerConfig;
+
+use super::ca::Ca;
+use super::TlsError;
+
+/// Hosts kept; past it the least recently used leaf is dropped and re-minted on demand.
+const CAPACITY: usize = 4096;
+/// Validity of a leaf; clients see a short-lived certificate.
+const LEAF_VALIDITY: time::Duration = time::Duration::days(7);
+/// A cached leaf older than this is re-minted, well before it expires.
+const REMINT_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+struct Leaf {
+    config: Arc<ServerConfig>,
+    minted: Instant,
+}
+
+pub struct LeafCache {
+    ca: Ca,
+    key: KeyPair,
+    signing_key: Arc<dyn SigningKey>,
+    cache: Cache<String, Arc<Leaf>>,
+    sessions: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl LeafCache {
+    pub fn new(ca: Ca) -> Result<Self, TlsError> {
+        let mint_err = |e: &dyn std::fmt::Display| TlsError::Mint(e.to_string());
+        let key = KeyPair::generate().map_err(|e| mint_err(&e))?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing_key = super::provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| mint_err(&e))?;
+        Ok(Self {
+            ca,
+            key,
+            signing_key,
+            cache: Cache::new(CAPACITY),
+            sessions: ServerSessionMemoryCache::new(CAPACITY),
+            ticketer: rustls::crypto::ring::Ticketer::new().map_err(|e| mint_err(&e))?,
+        })
+    }
+
+    /// The TLS configuration presenting a certificate for `host` (already normalized).
+    pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        if let Some(leaf) = self.cache.get(host) {
+            if leaf.minted.elapsed() < REMINT_AFTER {
+                return Ok(leaf.config.clone());
+            }
+            self.cache.remove(host);
+        }
+        let leaf = self
+            .cache
+            .get_or_insert_async(host, async { self.mint(host).map(Arc::new) })
+            .await?;
+        Ok(leaf.config.clone())
+    }
+
+    fn mint(&self, host: &str) -> Result<Leaf, TlsError> {
+        let err = |e: rcgen::Error| TlsError::Mint(e.to_string());
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + LEAF_VALIDITY;
+        params.serial_number = Some(serial());
+        let cert = params.signed_by(&self.key, &self.ca.issuer).map_err(err)?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], self.signing_key.clone());
+        let mut config = ServerConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Mint(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = self.sessions.clone();
+        config.ticketer = self.ticketer.clone();
+        tracing::debug!(host, "minted leaf certificate");
+        Ok(Leaf {
+            config: Arc::new(config),
+            minted: Instant::now(),
+        })
+    }
+}
+
+/// Serial numbers must be unique per issuer; 16 random-enough bytes from time and a counter suffice here.
+fn serial() -> rcgen::SerialNumber {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+    bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    bytes[0] &= 0x7f;
+    rcgen::SerialNumber::from_slice(&bytes)
+}

@@ -1,0 +1,357 @@
+//! Outbound connections: a pooled hyper-util client over certificate-verified rustls, and the destination guard
+//! that keeps agents off loopback, link-local (cloud metadata), private and other non-public addresses.
+//!
+//! The guard lives in the connector's resolver, so the address that was checked is the address connected to:
+//! there is no window in which a second DNS answer could swap in a forbidden one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use tokio::net::TcpStream;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy: streamed, never collected.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{host} resolves only to loopback, private or link-local addresses; the route does not allow_private")]
+    Forbidden { host: String },
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("cannot connect to {host}: {reason}")]
+    Connect { host: String, reason: String },
+    #[error("upstream request to {host} failed: {reason}")]
+    Request { host: String, reason: String },
+    #[error("{path}: {message}")]
+    Roots { path: String, message: String },
+}
+
+/// What the upstream side needs from the configuration.
+pub struct Settings {
+    pub extra_roots: Vec<PathBuf>,
+    pub resolve: HashMap<String, Vec<IpAddr>>,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+}
+
+pub struct Upstream {
+    public_only: Client<Connector, Body>,
+    any_address: Client<Connector, Body>,
+    resolver: GuardedResolver,
+    connect_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: Settings) -> Result<Self, UpstreamError> {
+        let tls = client_tls(&settings.extra_roots)?;
+        let overrides = Arc::new(settings.resolve);
+        let client = |allow_private| {
+            let resolver = GuardedResolver {
+                overrides: overrides.clone(),
+                allow_private,
+            };
+            let mut http = HttpConnector::new_with_resolver(resolver);
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(settings.connect_timeout));
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(https)
+        };
+        Ok(Self {
+            public_only: client(false),
+            any_address: client(true),
+            resolver: GuardedResolver {
+                overrides,
+                allow_private: false,
+            },
+            connect_timeout: settings.connect_timeout,
+        })
+    }
+
+    /// Sends a request whose URI is absolute. Pooled connections are reused per scheme and authority.
+    pub async fn send(
+        &self,
+        req: http::Request<Body>,
+        allow_private: bool,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let host = req.uri().host().unwrap_or_default().to_string();
+        check_literal(&host, allow_private)?;
+        let client = if allow_private {
+            &self.any_address
+        } else {
+            &self.public_only
+        };
+        client.request(req).await.map_err(|e| classify(&host, &e))
+    }
+
+    /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        allow_private: bool,
+    ) -> Result<TcpStream, UpstreamError> {
+        check_literal(host, allow_private)?;
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .resolver
+                .resolve(host, allow_private)
+                .await
+                .map_err(|e| resolve_error(host, e))?,
+        };
+        let mut last = String::from("no address");
+        for ip in addrs {
+            let attempt = tokio::time::timeout(
+                self.connect_timeout,
+                TcpStream::connect(SocketAddr::new(ip, port)),
+            );
+            match attempt.await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        Err(UpstreamError::Connect {
+            host: host.to_string(),
+            reason: last,
+        })
+    }
+}
+
+fn client_tls(extra_roots: &[PathBuf]) -> Result<rustls::ClientConfig, UpstreamError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    for path in extra_roots {
+        let roots_err = |message: String| UpstreamError::Roots {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| roots_err(e.to_string()))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| roots_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(roots_err("no PEM certificate in file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| roots_err(e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no trusted roots: no system certificates found and no upstream_tls.extra_roots"
+        );
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| UpstreamError::Roots {
+                path: "upstream_tls".into(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Whether an agent may reach `ip` without a route that allows private destinations.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
+    }
+}
+
+fn check_literal(host: &str, allow_private: bool) -> Result<(), UpstreamError> {
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>();
+    match literal {
+        Ok(ip) if !allow_private && !is_public(ip) => Err(UpstreamError::Forbidden {
+            host: host.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Marker error from the resolver, found again in hyper's error chain to answer 403 rather than 502.
+#[derive(Debug, thiserror::Error)]
+#[error("destination resolves only to non-public addresses")]
+struct ForbiddenDestination;
+
+#[derive(Clone)]
+struct GuardedResolver {
+    overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+    allow_private: bool,
+}
+
+impl GuardedResolver {
+    async fn resolve(&self, host: &str, allow_private: bool) -> Result<Vec<IpAddr>, BoxError> {
+        let found: Vec<IpAddr> = match self.overrides.get(host) {
+            Some(ips) => ips.clone(),
+            None => tokio::net::lookup_host((host, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        let allowed: Vec<IpAddr> = found
+            .into_iter()
+            .filter(|ip| allow_private || is_public(*ip))
+            .collect();
+        if allowed.is_empty() {
+            return Err(Box::new(ForbiddenDestination));
+        }
+        Ok(allowed)
+    }
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let ips = this.resolve(name.as_str(), this.allow_private).await?;
+            Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+fn resolve_error(host: &str, e: BoxError) -> UpstreamError {
+    if e.is::<ForbiddenDestination>() {
+        UpstreamError::Forbidden {
+            host: host.to_string(),
+        }
+    } else {
+        UpstreamError::Resolve {
+            host: host.to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut reasons = Vec::new();
+    while let Some(e) = source {
+        if e.is::<ForbiddenDestination>() {
+            return UpstreamError::Forbidden {
+                host: host.to_string(),
+            };
+        }
+        reasons.push(e.to_string());
+        source = e.source();
+    }
+    let reason = reasons.join(": ");
+    if error.is_connect() {
+        UpstreamError::Connect {
+            host: host.to_string(),
+            reason,
+        }
+    } else {
+        UpstreamError::Request {
+            host: host.to_string(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_public_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn literal_guard() {
+        assert!(check_literal("169.254.169.254", false).is_err());
+        assert!(check_literal("[::1]", false).is_err());
+        assert!(check_literal("127.0.0.1", true).is_ok());
+        assert!(check_literal("example.com", false).is_ok());
+    }
+}
