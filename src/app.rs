@@ -64,13 +64,13 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         move |stream, _| crate::admin::serve(admin.clone(), stream),
     ));
 
+    let store = Arc::new(FileStore::load(&config.secrets_file)?);
+    config.verify_secrets(&*store)?;
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     if created {
         tracing::warn!(ca_cert = %config.ca_cert.display(), "created a new interception CA");
     }
     tracing::info!(ca_cert = %config.ca_cert.display(), "agents must trust this CA certificate");
-    let store = Arc::new(FileStore::load(&config.secrets_file)?);
-    config.verify_secrets(&*store)?;
     tokio::spawn(store.clone().watch(config.secrets_poll_interval));
 
     let upstream = upstream(&config)?;

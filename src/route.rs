@@ -206,11 +206,7 @@ mod tests {
             route(&["api.example.com"], &["/v1"], &[Method::GET]),
             route(&["*.example.com"], &[], &[]),
         ]);
-        let first = |m: &Method, p: &str| {
-            table
-                .find("api.example.com", 443, m, p)
-                .map(|r| Arc::as_ptr(r))
-        };
+        let first = |m: &Method, p: &str| table.find("api.example.com", 443, m, p).map(Arc::as_ptr);
         let r0 = Arc::as_ptr(&table.routes[0]);
         let r1 = Arc::as_ptr(&table.routes[1]);
         assert_eq!(first(&Method::GET, "/v1/models"), Some(r0));

@@ -79,6 +79,9 @@ fn child_path(
                     let full = if path.is_empty() {
                         k.clone()
                     } else {
+                        // A map's own position is its first key: the parser marks a block mapping only after
+                        // looking ahead past that key.
+                        marks.entry(path.clone()).or_insert(at);
                         format!("{path}.{k}")
                     };
                     marks.insert(full.clone(), at);
@@ -91,7 +94,9 @@ fn child_path(
         Frame::Seq { index, path } => {
             let full = format!("{path}[{index}]");
             *index += 1;
-            marks.insert(full.clone(), at);
+            if matches!(event, Event::Scalar(..) | Event::Alias(..)) {
+                marks.insert(full.clone(), at);
+            }
             Some(full)
         }
     }
@@ -107,6 +112,9 @@ mod tests {
         let loc = Locator::new(text);
         assert_eq!(loc.find("listen"), Some((1, 1)));
         assert_eq!(loc.find("routes[0].credentials[0].header"), Some((6, 9)));
+        let mut m: Vec<_> = loc.marks.iter().collect();
+        m.sort();
+        eprintln!("{m:?}");
         assert_eq!(loc.find("routes[1].name"), Some((7, 5)));
         assert_eq!(loc.find("routes[1].hosts"), Some((7, 5)));
         assert_eq!(loc.find("nothing"), None);

@@ -1,0 +1,45 @@
+//! End-to-end tests: the real `keyward` binary, real clients, real TLS, 127.0.0.1 only.
+
+mod support;
+
+mod agents;
+mod config_errors;
+mod routing;
+mod secrets_rotation;
+mod streaming;
+
+/// Routes shared by most tests. Hosts without a port match the echo server's random port.
+pub fn routes() -> &'static str {
+    r#"
+resolve:
+  api.keyward.test: [127.0.0.1]
+  other.keyward.test: [127.0.0.1]
+routes:
+  - name: echo
+    hosts: ["localhost"]
+    allow_private: true
+    credentials:
+      - placeholder: kw-placeholder-openai
+        secret: openai_key
+        header: Authorization
+        format: "Bearer {secret}"
+      - name: org
+        placeholder: kw-org-placeholder
+        secret: org_id
+        header: OpenAI-Organization
+        inject: always
+      - placeholder: kw-placeholder-maps
+        secret: maps_key
+        query: key
+  - name: github
+    hosts: ["api.keyward.test"]
+    paths: ["/repos"]
+    methods: [GET]
+    allow_private: true
+    credentials:
+      - placeholder: kw-placeholder-github
+        secret: github_token
+        header: Authorization
+        format: "token {secret}"
+"#
+}

@@ -1,0 +1,248 @@
+//! The upstream that stands in for the internet: HTTPS (HTTP/1.1 and h2 by ALPN) or plain HTTP on 127.0.0.1.
+//!
+//! It records every request it receives (method, path, version, headers, body size) for tests to inspect, and
+//! answers with header *names* and the path without its query only: reflecting values would hand the real secret back to the agent, which is
+//! what the proxy must never let happen.
+//!
+//! Paths: `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
+//! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
+//! summary.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+#[derive(Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+/// Assertion messages print requests; real secret values in them are masked so test output stays clean too.
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |v: &str| {
+            if v.contains(super::MARKER) {
+                "<real secret>".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), mask(v)))
+            .collect();
+        f.debug_struct("Received")
+            .field("method", &self.method)
+            .field("path", &mask(&self.path))
+            .field("version", &self.version)
+            .field("headers", &headers)
+            .field("body_len", &self.body_len)
+            .finish()
+    }
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct State {
+    received: Mutex<Vec<Received>>,
+    gate: watch::Sender<bool>,
+}
+
+pub struct Echo {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Echo {
+    pub async fn https() -> Self {
+        Self::start(true).await
+    }
+
+    pub async fn http() -> Self {
+        Self::start(false).await
+    }
+
+    async fn start(tls: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            received: Mutex::new(Vec::new()),
+            gate: watch::channel(false).0,
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(super::pki::pki().server.clone());
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (st, acceptor) = (st.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, Infallible>(handle(st, req).await) }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if tls {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    } else {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn release_gate(&self) {
+        self.state.gate.send_replace(true);
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let mut body_len = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let received = Received {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        version: format!("{:?}", parts.version),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_len,
+    };
+    let header_names: Vec<String> = received.headers.iter().map(|(k, _)| k.clone()).collect();
+    state.received.lock().unwrap().push(received);
+    let query = |key: &str| -> Option<u64> {
+        parts
+            .uri
+            .query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    match parts.uri.path() {
+        "/sse" => sse(state, query("events").unwrap_or(3)),
+        "/bytes" => bytes(query("n").unwrap_or(0)),
+        _ => {
+            let summary = serde_json::json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "header_names": header_names,
+                "body_len": body_len,
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("x-echo", "1")
+                .body(Full::new(Bytes::from(summary.to_string())).boxed_unsync())
+                .unwrap()
+        }
+    }
+}
+
+fn sse(state: Arc<State>, events: u64) -> Response<Body> {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    let mut gate = state.gate.subscribe();
+    tokio::spawn(async move {
+        for i in 1..=events {
+            if i == 2 {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            if tx
+                .send_data(Bytes::from(format!("data: event {i}\n\n")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body.boxed_unsync())
+        .unwrap()
+}
+
+fn bytes(n: u64) -> Response<Body> {
+    const CHUNK: usize = 64 * 1024;
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(CHUNK as u64) as usize;
+            if tx.send_data(chunk.slice(..take)).await.is_err() {
+                return;
+            }
+            left -= take as u64;
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", n)
+        .body(body.boxed_unsync())
+        .unwrap()
+}

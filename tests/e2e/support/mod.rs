@@ -1,0 +1,53 @@
+//! Test support: an in-code PKI, an echo upstream that records what it received, a helper that runs the real
+//! `keyward` binary on port 0 from inline YAML, and real clients (curl, Python requests/httpx).
+
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod echo;
+pub mod pki;
+pub mod proxy;
+
+/// Every real secret used by the suite carries this marker, so that the test command can grep all output
+/// for it; placeholders, names and anything else a test prints must not.
+pub const MARKER: &str = "REALSECRET";
+
+/// The secrets file every spawned proxy starts with.
+pub const SECRETS: &[(&str, &str)] = &[
+    ("openai_key", "sk-REALSECRET-openai-5a1f7c"),
+    ("org_id", "org-REALSECRET-81b2"),
+    ("maps_key", "key REALSECRET&maps=33"),
+    ("github_token", "ghp_REALSECRET_9f8e7d"),
+];
+
+pub fn secret(name: &str) -> &'static str {
+    SECRETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .expect("known test secret")
+}
+
+/// Bounded wait for a condition that another process or task will make true.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, limit: std::time::Duration, mut check: F) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix("VmRSS:")?
+            .trim()
+            .trim_end_matches(" kB")
+            .parse()
+            .ok()
+    })
+}
