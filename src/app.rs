@@ -77,7 +77,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     let state = Arc::new(ProxyState {
         agent_id: config.agent_id.clone(),
         upstream,
-        leaves: LeafCache::new(ca)?,
+        leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,
         unmatched_allow_private: config.unmatched_allow_private,
         agent_tls_timeout: config.upstream.agent_tls_handshake_timeout,

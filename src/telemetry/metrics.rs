@@ -21,6 +21,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     exfiltration: Family<CredentialLabels, Counter>,
+    pub certificates_minted: Counter,
 }
 
 impl Default for Metrics {
@@ -38,10 +39,17 @@ impl Default for Metrics {
             "Placeholders sent toward destinations their credential is not bound to",
             exfiltration.clone(),
         );
+        let certificates_minted = Counter::default();
+        registry.register(
+            "certificates_minted",
+            "Leaf certificates signed for intercepted hosts",
+            certificates_minted.clone(),
+        );
         Self {
             registry,
             requests,
             exfiltration,
+            certificates_minted,
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
@@ -38,10 +39,12 @@ pub struct LeafCache {
     cache: Cache<String, Arc<Leaf>>,
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Arc<dyn ProducesTickets>,
+    minted: Counter,
 }
 
 impl LeafCache {
-    pub fn new(ca: Ca) -> Result<Self, TlsError> {
+    /// `minted` counts certificates signed (the `keyward_certificates_minted_total` metric).
+    pub fn new(ca: Ca, minted: Counter) -> Result<Self, TlsError> {
         let mint_err = |e: &dyn std::fmt::Display| TlsError::Mint(e.to_string());
         let key = KeyPair::generate().map_err(|e| mint_err(&e))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -56,6 +59,7 @@ impl LeafCache {
             cache: Cache::new(CAPACITY),
             sessions: ServerSessionMemoryCache::new(CAPACITY),
             ticketer: rustls::crypto::ring::Ticketer::new().map_err(|e| mint_err(&e))?,
+            minted,
         })
     }
 
@@ -97,6 +101,7 @@ impl LeafCache {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = self.sessions.clone();
         config.ticketer = self.ticketer.clone();
+        self.minted.inc();
         tracing::debug!(host, "minted leaf certificate");
         Ok(Leaf {
             config: Arc::new(config),
@@ -115,4 +120,47 @@ fn serial() -> rcgen::SerialNumber {
     bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     bytes[0] &= 0x7f;
     rcgen::SerialNumber::from_slice(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (LeafCache, Counter, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        let (ca, _) = Ca::load_or_create(&cert, &key).unwrap();
+        let minted = Counter::default();
+        (LeafCache::new(ca, minted.clone()).unwrap(), minted, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_handshakes_for_one_host_mint_once() {
+        let (leaves, minted, _dir) = cache();
+        let leaves = Arc::new(leaves);
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let leaves = leaves.clone();
+                tokio::spawn(async move { leaves.server_config("api.example.com").await.unwrap() })
+            })
+            .collect();
+        let mut configs = Vec::new();
+        for t in tasks {
+            configs.push(t.await.unwrap());
+        }
+        assert_eq!(minted.get(), 1);
+        assert!(configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])), "every handshake shares one config");
+        leaves.server_config("127.0.0.1").await.unwrap();
+        assert_eq!(minted.get(), 2, "IP literal targets get their own leaf");
+    }
+
+    #[tokio::test]
+    async fn cache_stays_bounded() {
+        let (leaves, minted, _dir) = cache();
+        for i in 0..(CAPACITY + 100) {
+            leaves.server_config(&format!("h{i}.example.com")).await.unwrap();
+        }
+        assert!(leaves.cache.len() <= CAPACITY, "{} entries", leaves.cache.len());
+        assert_eq!(minted.get(), (CAPACITY + 100) as u64);
+    }
 }
