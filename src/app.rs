@@ -67,10 +67,11 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     let store = Arc::new(FileStore::load(&config.secrets_file)?);
     config.verify_secrets(&*store)?;
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
+    let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
     if created {
-        tracing::warn!(ca_cert = %config.ca_cert.display(), "created a new interception CA");
+        tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
     }
-    tracing::info!(ca_cert = %config.ca_cert.display(), "agents must trust this CA certificate");
+    tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
     tokio::spawn(store.clone().watch(config.secrets_poll_interval));
 
     let upstream = upstream(&config)?;

@@ -149,7 +149,10 @@ mod tests {
             configs.push(t.await.unwrap());
         }
         assert_eq!(minted.get(), 1);
-        assert!(configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])), "every handshake shares one config");
+        assert!(
+            configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])),
+            "every handshake shares one config"
+        );
         leaves.server_config("127.0.0.1").await.unwrap();
         assert_eq!(minted.get(), 2, "IP literal targets get their own leaf");
     }
@@ -158,9 +161,16 @@ mod tests {
     async fn cache_stays_bounded() {
         let (leaves, minted, _dir) = cache();
         for i in 0..(CAPACITY + 100) {
-            leaves.server_config(&format!("h{i}.example.com")).await.unwrap();
+            leaves
+                .server_config(&format!("h{i}.example.com"))
+                .await
+                .unwrap();
         }
-        assert!(leaves.cache.len() <= CAPACITY, "{} entries", leaves.cache.len());
+        assert!(
+            leaves.cache.len() <= CAPACITY,
+            "{} entries",
+            leaves.cache.len()
+        );
         assert_eq!(minted.get(), (CAPACITY + 100) as u64);
     }
 }
