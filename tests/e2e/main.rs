@@ -3,6 +3,7 @@
 mod support;
 
 mod agents;
+mod cli;
 mod config_errors;
 mod routing;
 mod secrets_rotation;

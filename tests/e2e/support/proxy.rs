@@ -175,13 +175,15 @@ impl Drop for Proxy {
 }
 
 fn log_file() -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keyward-logs");
     std::fs::create_dir_all(&dir).unwrap();
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = std::thread::current()
         .name()
         .unwrap_or("test")
         .replace("::", "-");
-    dir.join(format!("{name}-{}.log", std::process::id()))
+    dir.join(format!("{name}-{}-{seq}.log", std::process::id()))
 }
 
 pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
