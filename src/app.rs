@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::config::{Config, ConfigError};
 use crate::credentials::Credentials;
-use crate::proxy::ProxyState;
+use crate::policy::input::Agent;
+use crate::policy::{self, Policies, PolicyError};
+use crate::proxy::{PolicyGate, ProxyState};
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
 use crate::telemetry::metrics::Metrics;
@@ -29,6 +31,8 @@ pub enum StartError {
     Secrets(#[from] FileStoreError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -45,7 +49,50 @@ pub fn check(path: &Path) -> Result<Config, StartError> {
     let store = FileStore::load(&config.secrets_file)?;
     config.verify_secrets(&store)?;
     upstream(&config)?;
+    policies(&config)?;
     Ok(config)
+}
+
+/// `keyward policy eval`: one decision for a hand-written input document.
+pub fn eval_policy(path: &Path, input: &Path, entrypoint: Option<&str>) -> Result<policy::Decision, StartError> {
+    let config = Config::load(path)?;
+    let Some(policy) = &config.policy else {
+        return Err(PolicyError::Load {
+            path: path.display().to_string(),
+            message: "no `policy:` configured".into(),
+        }
+        .into());
+    };
+    let entrypoint = entrypoint.unwrap_or(&policy.entrypoint).to_string();
+    let mut settings = policy::Settings {
+        dir: policy.dir.clone(),
+        entrypoints: config.policy_entrypoints(),
+        mode: policy.mode,
+    };
+    if !settings.entrypoints.contains(&entrypoint) {
+        settings.entrypoints.push(entrypoint.clone());
+    }
+    let policies = Policies::load(settings)?;
+    let load_err = |message: String| PolicyError::Load {
+        path: input.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(input).map_err(|e| load_err(e.to_string()))?;
+    let value = regorus::Value::from_json_str(&text).map_err(|e| load_err(e.to_string()))?;
+    Ok(policies.decide(&entrypoint, value))
+}
+
+/// Compiles the configured policies, if any.
+pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
+    let Some(p) = &config.policy else {
+        return Ok(None);
+    };
+    let settings = policy::Settings {
+        dir: p.dir.clone(),
+        entrypoints: config.policy_entrypoints(),
+        mode: p.mode,
+    };
+    Ok(Some(Arc::new(Policies::load(settings)?)))
 }
 
 pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
@@ -54,9 +101,11 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     let readiness = Arc::new(Readiness::starting());
     let admin_listener = bind(config.admin).await?;
     let admin_addr = local(&admin_listener);
+    let policies = policies(&config)?;
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
+        policies: policies.clone(),
     });
     tokio::spawn(crate::listener::serve(
         admin_listener,
@@ -75,8 +124,26 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     tokio::spawn(store.clone().watch(config.secrets_poll_interval));
 
     let upstream = upstream(&config)?;
+    let gate = match (&config.policy, policies) {
+        (Some(p), Some(policies)) => {
+            let m = metrics.clone();
+            tokio::spawn(policies.clone().watch(p.poll_interval, move |ok| m.policy_reload(ok)));
+            Some(PolicyGate {
+                policies,
+                entrypoint: p.entrypoint.clone(),
+                body_limit: p.body_limit,
+                timezone: p.timezone,
+            })
+        }
+        _ => None,
+    };
     let state = Arc::new(ProxyState {
-        agent_id: config.agent_id.clone(),
+        agent: Agent {
+            id: config.agent_id.clone(),
+            labels: config.agent_labels.clone(),
+        },
+        user_header: config.user_header.clone(),
+        policy: gate,
         upstream,
         leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,
@@ -91,7 +158,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     tracing::info!(
         proxy_addr = %local(&proxy_listener),
         admin_addr = %admin_addr,
-        agent_id = %state.agent_id,
+        agent_id = %state.agent.id,
         "keyward listening"
     );
     readiness.set(None);
@@ -119,7 +186,5 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 fn local(listener: &TcpListener) -> String {
-    listener
-        .local_addr()
-        .map_or_else(|_| "?".into(), |a| a.to_string())
+    listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
 }

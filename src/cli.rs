@@ -14,13 +14,7 @@ use crate::telemetry::logging::LogFormat;
 )]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYWARD_LOG_FORMAT",
-        value_enum,
-        default_value = "human"
-    )]
+    #[arg(long, global = true, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -43,8 +37,34 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Work with Rego policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate the configured policies for one input document and print the decision.
+    /// Exit status: 0 allowed, 2 denied, 1 the policy or input could not be loaded.
+    Eval {
+        #[arg(long, short, env = "KEYWARD_CONFIG")]
+        config: PathBuf,
+        /// A JSON input document, shaped like the one Keyward builds (see the README).
+        #[arg(long)]
+        input: PathBuf,
+        /// Entry point to evaluate instead of `policy.entrypoint`.
+        #[arg(long)]
+        entrypoint: Option<String>,
+    },
+    /// Run the `test_*` rules of a policy directory's `*_test.rego` files; exits non-zero if any fails.
+    Test {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

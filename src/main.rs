@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod credentials;
 mod listener;
+mod policy;
 mod proxy;
 mod route;
 mod secrets;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{CaCommand, Cli, Command};
+use cli::{CaCommand, Cli, Command, PolicyCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,6 +62,63 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Eval {
+                    config,
+                    input,
+                    entrypoint,
+                },
+        } => match app::eval_policy(&config, &input, entrypoint.as_deref()) {
+            Ok(decision) => {
+                let out =
+                    serde_json::json!({ "allow": decision.allow, "reason": decision.reason, "error": decision.error });
+                println!("{out}");
+                if decision.allow {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => match policy::test::run(&dir) {
+            Ok(outcomes) => {
+                for o in &outcomes {
+                    println!(
+                        "{} {}{}",
+                        if o.passed { "PASS" } else { "FAIL" },
+                        o.name,
+                        if o.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", o.detail)
+                        }
+                    );
+                }
+                let failed = outcomes.iter().filter(|o| !o.passed).count();
+                println!(
+                    "{}: {} passed, {} failed",
+                    dir.display(),
+                    outcomes.len() - failed,
+                    failed
+                );
+                if failed == 0 && !outcomes.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => {
             telemetry::logging::init(cli.log_format);
             run(&config)
@@ -69,10 +127,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

@@ -19,14 +19,11 @@ pub enum HostPattern {
 impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let (host, port) =
-            split_host_port(text).ok_or_else(|| format!("`{text}` is not a host or host:port"))?;
+        let (host, port) = split_host_port(text).ok_or_else(|| format!("`{text}` is not a host or host:port"))?;
         let host = normalize_host(host);
         if let Some(rest) = host.strip_prefix("*.") {
             if rest.is_empty() || rest.contains('*') || !valid_dns_name(rest) {
-                return Err(format!(
-                    "`{text}`: a wildcard must be `*.` followed by a domain name"
-                ));
+                return Err(format!("`{text}`: a wildcard must be `*.` followed by a domain name"));
             }
             return Ok(Self::Suffix {
                 suffix: format!(".{rest}"),
@@ -48,10 +45,7 @@ impl HostPattern {
     pub fn matches(&self, host: &str, port: u16) -> bool {
         let (ok, want_port) = match self {
             Self::Exact { host: h, port } => (h == host, port),
-            Self::Suffix { suffix, port } => (
-                host.len() > suffix.len() && host.ends_with(suffix.as_str()),
-                port,
-            ),
+            Self::Suffix { suffix, port } => (host.len() > suffix.len() && host.ends_with(suffix.as_str()), port),
         };
         ok && want_port.is_none_or(|p| p == port)
     }
@@ -68,6 +62,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub allow_private: bool,
     pub allow_plain_http: bool,
+    /// Policy entry point overriding the default one.
+    pub policy: Option<String>,
 }
 
 impl Route {
@@ -108,10 +104,7 @@ impl RouteTable {
 
 /// Lower-case, without a trailing dot or IPv6 brackets: the one form every comparison uses.
 pub fn normalize_host(host: &str) -> String {
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -170,14 +163,12 @@ mod tests {
     fn route(hosts: &[&str], paths: &[&str], methods: &[Method]) -> Route {
         Route {
             name: "r".into(),
-            hosts: hosts
-                .iter()
-                .map(|h| HostPattern::parse(h).unwrap())
-                .collect(),
+            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
             paths: paths.iter().map(|p| p.to_string()).collect(),
             methods: methods.to_vec(),
             allow_private: false,
             allow_plain_http: false,
+            policy: None,
         }
     }
 

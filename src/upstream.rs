@@ -112,12 +112,7 @@ impl Upstream {
     }
 
     /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard.
-    pub async fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        allow_private: bool,
-    ) -> Result<TcpStream, UpstreamError> {
+    pub async fn connect(&self, host: &str, port: u16, allow_private: bool) -> Result<TcpStream, UpstreamError> {
         check_literal(host, allow_private)?;
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -129,10 +124,7 @@ impl Upstream {
         };
         let mut last = String::from("no address");
         for ip in addrs {
-            let attempt = tokio::time::timeout(
-                self.connect_timeout,
-                TcpStream::connect(SocketAddr::new(ip, port)),
-            );
+            let attempt = tokio::time::timeout(self.connect_timeout, TcpStream::connect(SocketAddr::new(ip, port)));
             match attempt.await {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(e)) => last = e.to_string(),
@@ -167,20 +159,16 @@ fn client_tls(extra_roots: &[PathBuf]) -> Result<rustls::ClientConfig, UpstreamE
         }
     }
     if roots.is_empty() {
-        tracing::warn!(
-            "no trusted roots: no system certificates found and no upstream_tls.extra_roots"
-        );
+        tracing::warn!("no trusted roots: no system certificates found and no upstream_tls.extra_roots");
     }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| UpstreamError::Roots {
-                path: "upstream_tls".into(),
-                message: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    Ok(rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Roots {
+            path: "upstream_tls".into(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Whether an agent may reach `ip` without a route that allows private destinations.
@@ -217,14 +205,9 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn check_literal(host: &str, allow_private: bool) -> Result<(), UpstreamError> {
-    let literal = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>();
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
     match literal {
-        Ok(ip) if !allow_private && !is_public(ip) => Err(UpstreamError::Forbidden {
-            host: host.to_string(),
-        }),
+        Ok(ip) if !allow_private && !is_public(ip) => Err(UpstreamError::Forbidden { host: host.to_string() }),
         _ => Ok(()),
     }
 }
@@ -244,15 +227,9 @@ impl GuardedResolver {
     async fn resolve(&self, host: &str, allow_private: bool) -> Result<Vec<IpAddr>, BoxError> {
         let found: Vec<IpAddr> = match self.overrides.get(host) {
             Some(ips) => ips.clone(),
-            None => tokio::net::lookup_host((host, 0))
-                .await?
-                .map(|a| a.ip())
-                .collect(),
+            None => tokio::net::lookup_host((host, 0)).await?.map(|a| a.ip()).collect(),
         };
-        let allowed: Vec<IpAddr> = found
-            .into_iter()
-            .filter(|ip| allow_private || is_public(*ip))
-            .collect();
+        let allowed: Vec<IpAddr> = found.into_iter().filter(|ip| allow_private || is_public(*ip)).collect();
         if allowed.is_empty() {
             return Err(Box::new(ForbiddenDestination));
         }
@@ -284,9 +261,7 @@ impl tower_service::Service<Name> for GuardedResolver {
 
 fn resolve_error(host: &str, e: BoxError) -> UpstreamError {
     if e.is::<ForbiddenDestination>() {
-        UpstreamError::Forbidden {
-            host: host.to_string(),
-        }
+        UpstreamError::Forbidden { host: host.to_string() }
     } else {
         UpstreamError::Resolve {
             host: host.to_string(),
@@ -300,9 +275,7 @@ fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamEr
     let mut reasons = Vec::new();
     while let Some(e) = source {
         if e.is::<ForbiddenDestination>() {
-            return UpstreamError::Forbidden {
-                host: host.to_string(),
-            };
+            return UpstreamError::Forbidden { host: host.to_string() };
         }
         reasons.push(e.to_string());
         source = e.source();

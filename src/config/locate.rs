@@ -108,7 +108,8 @@ mod tests {
 
     #[test]
     fn finds_keys_items_and_nearest_ancestor() {
-        let text = "listen: x\nroutes:\n  - name: a\n    credentials:\n      - secret: s\n        header: h\n  - name: b\n";
+        let text =
+            "listen: x\nroutes:\n  - name: a\n    credentials:\n      - secret: s\n        header: h\n  - name: b\n";
         let loc = Locator::new(text);
         assert_eq!(loc.find("listen"), Some((1, 1)));
         assert_eq!(loc.find("routes[0].credentials[0].header"), Some((6, 9)));

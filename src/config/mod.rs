@@ -4,6 +4,7 @@
 mod locate;
 pub mod raw;
 mod validate;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +26,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub agent_id: String,
+    pub agent_labels: std::collections::BTreeMap<String, String>,
+    pub user_header: http::HeaderName,
+    pub policy: Option<PolicyConfig>,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub extra_roots: Vec<PathBuf>,
@@ -40,14 +44,37 @@ pub struct Config {
     credential_fields: Vec<String>,
 }
 
+/// `policy:` after validation.
+#[derive(Debug)]
+pub struct PolicyConfig {
+    pub dir: PathBuf,
+    pub entrypoint: String,
+    pub mode: crate::policy::Mode,
+    pub body_limit: u64,
+    pub timezone: chrono_tz::Tz,
+    pub poll_interval: Duration,
+}
+
+impl Config {
+    /// Every policy entry point in use: the default and the routes' own.
+    pub fn policy_entrypoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.policy.iter().map(|p| p.entrypoint.clone()).collect();
+        for r in &self.routes {
+            if let Some(e) = &r.policy {
+                if !all.contains(e) {
+                    all.push(e.clone());
+                }
+            }
+        }
+        all
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(Located),
 }
@@ -96,19 +123,12 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let raw: raw::RawConfig = serde_yaml::from_str(&text).map_err(|e| {
-            let at = e.location().map(|l| (l.line(), l.column()));
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_string();
+        let raw: raw::RawConfig = yaml::parse(&text).map_err(|e| {
             ConfigError::Invalid(Located {
                 file: path.display().to_string(),
-                at,
+                at: (e.line > 0).then_some((e.line, e.column)),
                 field: String::new(),
-                message,
+                message: e.message,
             })
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -126,11 +146,7 @@ impl Config {
     pub fn verify_secrets(&self, store: &dyn SecretStore) -> Result<(), ConfigError> {
         for (spec, field) in self.credentials.iter().zip(&self.credential_fields) {
             if !store.contains(&spec.secret) {
-                let message = format!(
-                    "no secret named `{}` in {}",
-                    spec.secret,
-                    self.secrets_file.display()
-                );
+                let message = format!("no secret named `{}` in {}", spec.secret, self.secrets_file.display());
                 return Err(locate(
                     &self.path,
                     &self.text,

@@ -25,6 +25,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstream: RawUpstream,
     pub secrets: RawSecrets,
+    pub policy: Option<RawPolicy>,
     #[serde(default)]
     pub unmatched: Unmatched,
     #[serde(default)]
@@ -43,10 +44,67 @@ fn default_admin() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     pub id: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Header naming the user the agent acts for; stripped before forwarding.
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+}
+
+impl Default for RawAgent {
+    fn default() -> Self {
+        Self {
+            id: None,
+            labels: BTreeMap::new(),
+            user_header: default_user_header(),
+        }
+    }
+}
+
+fn default_user_header() -> String {
+    "x-keyward-user".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub dir: PathBuf,
+    #[serde(default = "default_entrypoint")]
+    pub entrypoint: String,
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// Largest JSON request body parsed into `input.request.body`, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: u64,
+    /// IANA time zone for `input.time`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_entrypoint() -> String {
+    "data.keyward.decision".into()
+}
+
+fn default_body_limit() -> u64 {
+    64 * 1024
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +190,8 @@ pub struct RawRoute {
     pub allow_private: bool,
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// Policy entry point for this route instead of `policy.entrypoint`.
+    pub policy: Option<String>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
 }

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use super::raw::{Inject, RawConfig, RawCredential, RawRoute};
-use super::{Config, FieldError};
+use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawPolicy, RawRoute};
+use super::{Config, FieldError, PolicyConfig};
 use crate::credentials::{CredentialSpec, Format};
+use crate::policy::Mode;
 use crate::route::{normalize_host, HostPattern, Route};
 
 /// Headers a credential may not target: hop-by-hop ones are stripped before forwarding, and `host` decides
@@ -43,16 +44,16 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
     if agent_id.is_empty() {
         return Err(FieldError::new("agent.id", "must not be empty"));
     }
+    let user_header = HeaderName::try_from(raw.agent.user_header.as_str())
+        .map_err(|_| FieldError::new("agent.user_header", "not a valid header name"))?;
+    let policy = raw.policy.map(|p| policy(p, base)).transpose()?;
     let secrets_file = raw
         .secrets
         .file
         .map(|f| base.join(f))
         .ok_or_else(|| FieldError::new("secrets.file", "a secrets backend is required"))?;
     if raw.secrets.poll_interval.is_zero() {
-        return Err(FieldError::new(
-            "secrets.poll_interval",
-            "must be greater than zero",
-        ));
+        return Err(FieldError::new("secrets.poll_interval", "must be greater than zero"));
     }
     let mut routes = Vec::new();
     let mut credentials = Vec::new();
@@ -71,6 +72,12 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
             credentials.push(credential(c, &r.name, &field)?);
             credential_fields.push(field);
         }
+        if r.policy.is_some() && policy.is_none() {
+            return Err(FieldError::new(
+                format!("{at}.policy"),
+                "names an entry point but no `policy:` is configured",
+            ));
+        }
         routes.push(route(r, &at)?);
     }
     check_placeholders(&credentials, &credential_fields)?;
@@ -80,14 +87,12 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         listen,
         admin,
         agent_id,
+        agent_labels: raw.agent.labels,
+        user_header,
+        policy,
         ca_cert: base.join(raw.ca.cert),
         ca_key: base.join(raw.ca.key),
-        extra_roots: raw
-            .upstream_tls
-            .extra_roots
-            .into_iter()
-            .map(|p| base.join(p))
-            .collect(),
+        extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
         upstream: raw.upstream,
         secrets_file,
         secrets_poll_interval: raw.secrets.poll_interval,
@@ -109,18 +114,13 @@ fn route(r: RawRoute, at: &str) -> Result<Route, FieldError> {
         return Err(FieldError::new(format!("{at}.name"), "must not be empty"));
     }
     if r.hosts.is_empty() {
-        return Err(FieldError::new(
-            format!("{at}.hosts"),
-            "needs at least one host",
-        ));
+        return Err(FieldError::new(format!("{at}.hosts"), "needs at least one host"));
     }
     let hosts = r
         .hosts
         .iter()
         .enumerate()
-        .map(|(k, h)| {
-            HostPattern::parse(h).map_err(|m| FieldError::new(format!("{at}.hosts[{k}]"), m))
-        })
+        .map(|(k, h)| HostPattern::parse(h).map_err(|m| FieldError::new(format!("{at}.hosts[{k}]"), m)))
         .collect::<Result<_, _>>()?;
     for (k, p) in r.paths.iter().enumerate() {
         if !p.starts_with('/') {
@@ -135,12 +135,8 @@ fn route(r: RawRoute, at: &str) -> Result<Route, FieldError> {
         .iter()
         .enumerate()
         .map(|(k, m)| {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                FieldError::new(
-                    format!("{at}.methods[{k}]"),
-                    format!("`{m}` is not an HTTP method"),
-                )
-            })
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| FieldError::new(format!("{at}.methods[{k}]"), format!("`{m}` is not an HTTP method")))
         })
         .collect::<Result<_, _>>()?;
     Ok(Route {
@@ -150,16 +146,50 @@ fn route(r: RawRoute, at: &str) -> Result<Route, FieldError> {
         methods,
         allow_private: r.allow_private,
         allow_plain_http: r.allow_plain_http,
+        policy: r.policy.map(|p| entrypoint(&p, &format!("{at}.policy"))).transpose()?,
     })
+}
+
+fn policy(p: RawPolicy, base: &Path) -> Result<PolicyConfig, FieldError> {
+    let timezone = p
+        .timezone
+        .parse::<chrono_tz::Tz>()
+        .map_err(|_| FieldError::new("policy.timezone", format!("`{}` is not an IANA time zone", p.timezone)))?;
+    if p.poll_interval.is_zero() {
+        return Err(FieldError::new("policy.poll_interval", "must be greater than zero"));
+    }
+    Ok(PolicyConfig {
+        dir: base.join(p.dir),
+        entrypoint: entrypoint(&p.entrypoint, "policy.entrypoint")?,
+        mode: match p.mode {
+            PolicyMode::Enforce => Mode::Enforce,
+            PolicyMode::Shadow => Mode::Shadow,
+        },
+        body_limit: p.body_limit,
+        timezone,
+        poll_interval: p.poll_interval,
+    })
+}
+
+fn entrypoint(text: &str, field: &str) -> Result<String, FieldError> {
+    let ok = text.strip_prefix("data.").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('.')
+                .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    });
+    if !ok {
+        return Err(FieldError::new(
+            field,
+            format!("`{text}` is not a rule path like data.keyward.decision"),
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn credential(c: &RawCredential, route: &str, at: &str) -> Result<CredentialSpec, FieldError> {
     let field = |f: &str| format!("{at}.{f}");
-    if c.placeholder.len() < 8
-        || c.placeholder
-            .chars()
-            .any(|ch| ch.is_whitespace() || ch.is_control())
-    {
+    if c.placeholder.len() < 8 || c.placeholder.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(FieldError::new(
             field("placeholder"),
             "at least 8 characters, no whitespace",
@@ -171,9 +201,8 @@ fn credential(c: &RawCredential, route: &str, at: &str) -> Result<CredentialSpec
     let header = match &c.header {
         None => None,
         Some(h) => {
-            let name = HeaderName::try_from(h.as_str()).map_err(|_| {
-                FieldError::new(field("header"), format!("`{h}` is not a valid header name"))
-            })?;
+            let name = HeaderName::try_from(h.as_str())
+                .map_err(|_| FieldError::new(field("header"), format!("`{h}` is not a valid header name")))?;
             if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
                 return Err(FieldError::new(
                     field("header"),
@@ -212,10 +241,7 @@ fn check_placeholders(creds: &[CredentialSpec], fields: &[String]) -> Result<(),
             if a.placeholder.contains(&b.placeholder) || b.placeholder.contains(&a.placeholder) {
                 return Err(FieldError::new(
                     format!("{}.placeholder", fields[j]),
-                    format!(
-                        "placeholder overlaps the placeholder of credential `{}`",
-                        a.name
-                    ),
+                    format!("placeholder overlaps the placeholder of credential `{}`", a.name),
                 ));
             }
         }

@@ -14,11 +14,7 @@ use crate::route::Route;
 use crate::secrets::{Secret, SecretError, SecretStore};
 
 /// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// A credential's `format`, split once at load time around its single `{secret}`.
 #[derive(Debug, Clone)]
@@ -61,19 +57,14 @@ pub struct CredentialSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
-    #[error(
-        "a placeholder of credential `{credential}` was sent to a destination it is not bound to"
-    )]
+    #[error("a placeholder of credential `{credential}` was sent to a destination it is not bound to")]
     NotBound { credential: String },
     #[error("one value carries placeholders of more than one credential")]
     Ambiguous,
     #[error("credential `{credential}` would be sent over plain http; route `{route}` does not allow_plain_http")]
     Plaintext { credential: String, route: String },
     #[error("credential `{credential}`: {source}")]
-    Secret {
-        credential: String,
-        source: SecretError,
-    },
+    Secret { credential: String, source: SecretError },
     #[error("credential `{0}`: the secret does not form a valid header value")]
     InvalidValue(String),
 }
@@ -85,9 +76,6 @@ pub struct Credentials {
     matcher: AhoCorasick,
 }
 
-/// What the swap did to a request: the credentials it wrote, by name, for the request's record.
-pub type Used = Vec<String>;
-
 impl Credentials {
     pub fn new(specs: Vec<CredentialSpec>) -> Self {
         let matcher = AhoCorasick::builder()
@@ -97,15 +85,14 @@ impl Credentials {
         Self { specs, matcher }
     }
 
-    /// Rewrites placeholders in headers and query into real values, and injects `inject: always` credentials.
-    /// Nothing is changed unless the whole request is acceptable.
-    pub fn apply(
+    /// Finds placeholders in headers and query and checks their binding, without touching a secret. The plan
+    /// also lists the `inject: always` credentials of the route.
+    pub fn plan(
         &self,
         route: Option<&Route>,
         plain_http: bool,
-        parts: &mut http::request::Parts,
-        store: &dyn SecretStore,
-    ) -> Result<Used, SwapError> {
+        parts: &http::request::Parts,
+    ) -> Result<Plan, SwapError> {
         let mut used: Vec<usize> = Vec::new();
         let mut headers = Vec::new();
         for (name, value) in parts.headers.iter() {
@@ -117,7 +104,7 @@ impl Credentials {
         let mut query = self.scan_query(parts.uri.query().unwrap_or(""), &mut used)?;
         let route = match route {
             Some(r) => r,
-            None if used.is_empty() => return Ok(Vec::new()),
+            None if used.is_empty() => return Ok(Plan::default()),
             None => {
                 return Err(SwapError::NotBound {
                     credential: self.specs[used[0]].name.clone(),
@@ -131,22 +118,13 @@ impl Credentials {
         }
         for (i, spec) in self.specs.iter().enumerate() {
             if spec.route == route.name && spec.inject == Inject::Always && !used.contains(&i) {
-                let missing_header = spec
-                    .header
-                    .as_ref()
-                    .is_some_and(|h| !parts.headers.contains_key(h));
-                let missing_query = spec
-                    .query
-                    .as_ref()
-                    .is_some_and(|q| !query.iter().any(|(k, _)| k == q));
+                let missing_header = spec.header.as_ref().is_some_and(|h| !parts.headers.contains_key(h));
+                let missing_query = spec.query.as_ref().is_some_and(|q| !query.iter().any(|(k, _)| k == q));
                 if missing_header {
                     headers.push((spec.header.clone().expect("checked above"), i));
                 }
                 if missing_query {
-                    query.push((
-                        spec.query.clone().expect("checked above"),
-                        QueryValue::Credential(i),
-                    ));
+                    query.push((spec.query.clone().expect("checked above"), QueryValue::Credential(i)));
                 }
                 if missing_header || missing_query {
                     used.push(i);
@@ -161,22 +139,49 @@ impl Credentials {
                 });
             }
         }
-        for (name, i) in headers {
-            let value = self.header_value(i, store)?;
-            parts.headers.insert(name, value);
-        }
-        if query
-            .iter()
-            .any(|(_, v)| matches!(v, QueryValue::Credential(_)))
-        {
-            parts.uri = self.rebuild_uri(&parts.uri, &query, store)?;
-        }
         used.sort_unstable();
         used.dedup();
-        Ok(used
+        let rewrite_query = query.iter().any(|(_, v)| matches!(v, QueryValue::Credential(_)));
+        Ok(Plan {
+            headers,
+            query: rewrite_query.then_some(query),
+            used,
+        })
+    }
+
+    /// Names of the credentials a plan writes, for the request's record and the policy input.
+    pub fn names(&self, plan: &Plan) -> Vec<String> {
+        plan.used.iter().map(|&i| self.specs[i].name.clone()).collect()
+    }
+
+    /// Writes the real values a plan calls for. Nothing is changed unless every secret is available.
+    pub fn write(
+        &self,
+        plan: Plan,
+        parts: &mut http::request::Parts,
+        store: &dyn SecretStore,
+    ) -> Result<(), SwapError> {
+        let values = plan
+            .headers
             .into_iter()
-            .map(|i| self.specs[i].name.clone())
-            .collect())
+            .map(|(name, i)| Ok((name, self.header_value(i, store)?)))
+            .collect::<Result<Vec<_>, SwapError>>()?;
+        let uri = match plan.query {
+            Some(query) => Some(self.rebuild_uri(&parts.uri, &query, store)?),
+            None => None,
+        };
+        for (name, value) in values {
+            parts.headers.insert(name, value);
+        }
+        if let Some(uri) = uri {
+            parts.uri = uri;
+        }
+        Ok(())
+    }
+
+    /// Whether `bytes` contain any configured placeholder.
+    pub fn has_placeholder(&self, bytes: &[u8]) -> bool {
+        self.matcher.is_match(bytes)
     }
 
     /// The credential whose placeholder occurs in `bytes`; two different ones in one value is an error.
@@ -192,11 +197,7 @@ impl Credentials {
         Ok(found)
     }
 
-    fn scan_query<'a>(
-        &self,
-        query: &'a str,
-        used: &mut Vec<usize>,
-    ) -> Result<Vec<(String, QueryValue<'a>)>, SwapError> {
+    fn scan_query(&self, query: &str, used: &mut Vec<usize>) -> Result<Vec<(String, QueryValue)>, SwapError> {
         let mut pairs = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -209,7 +210,7 @@ impl Credentials {
                     used.push(i);
                     pairs.push((key_decoded, QueryValue::Credential(i)));
                 }
-                None => pairs.push((key_decoded, QueryValue::Raw(pair))),
+                None => pairs.push((key_decoded, QueryValue::Raw(pair.to_string()))),
             }
         }
         Ok(pairs)
@@ -225,8 +226,8 @@ impl Credentials {
 
     fn header_value(&self, i: usize, store: &dyn SecretStore) -> Result<HeaderValue, SwapError> {
         let rendered = self.specs[i].format.render(&self.secret(i, store)?);
-        let mut value = HeaderValue::try_from(rendered)
-            .map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
+        let mut value =
+            HeaderValue::try_from(rendered).map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
         value.set_sensitive(true);
         Ok(value)
     }
@@ -250,8 +251,7 @@ impl Credentials {
                 }
             }
         }
-        let pq =
-            PathAndQuery::try_from(out).map_err(|_| SwapError::InvalidValue("query".into()))?;
+        let pq = PathAndQuery::try_from(out).map_err(|_| SwapError::InvalidValue("query".into()))?;
         let mut parts = uri.clone().into_parts();
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).map_err(|_| SwapError::InvalidValue("query".into()))
@@ -259,9 +259,19 @@ impl Credentials {
 }
 
 /// A query pair kept byte-for-byte, or one whose value becomes a credential.
-enum QueryValue<'a> {
-    Raw(&'a str),
+#[derive(Debug)]
+enum QueryValue {
+    Raw(String),
     Credential(usize),
+}
+
+/// What the credential stage will write: decided before any secret is read.
+#[derive(Debug, Default)]
+pub struct Plan {
+    headers: Vec<(HeaderName, usize)>,
+    /// The whole rebuilt query, when any of it carries a credential.
+    query: Option<Vec<(String, QueryValue)>>,
+    used: Vec<usize>,
 }
 
 #[cfg(test)]
@@ -312,6 +322,22 @@ mod tests {
             methods: vec![],
             allow_private: false,
             allow_plain_http: plain,
+            policy: None,
+        }
+    }
+
+    impl Credentials {
+        fn apply(
+            &self,
+            route: Option<&Route>,
+            plain: bool,
+            parts: &mut http::request::Parts,
+            store: &dyn SecretStore,
+        ) -> Result<Vec<String>, SwapError> {
+            let plan = self.plan(route, plain, parts)?;
+            let names = self.names(&plan);
+            self.write(plan, parts, store)?;
+            Ok(names)
         }
     }
 
@@ -345,11 +371,7 @@ mod tests {
                 Inject::OnPlaceholder,
             ),
         ]);
-        let store = MapStore(HashMap::from([
-            ("openai", "sk-1"),
-            ("org", "org-9"),
-            ("maps", "m k&1"),
-        ]));
+        let store = MapStore(HashMap::from([("openai", "sk-1"), ("org", "org-9"), ("maps", "m k&1")]));
         (creds, store)
     }
 
@@ -366,9 +388,7 @@ mod tests {
         let (creds, store) = fixture();
         for sent in ["Bearer kw-openai", "kw-openai"] {
             let mut p = parts("https://x.test/v1", &[("authorization", sent)]);
-            let used = creds
-                .apply(Some(&route("ai", false)), false, &mut p, &store)
-                .unwrap();
+            let used = creds.apply(Some(&route("ai", false)), false, &mut p, &store).unwrap();
             assert_eq!(p.headers["authorization"], "Bearer sk-1");
             assert!(p.headers["authorization"].is_sensitive());
             assert_eq!(p.headers["openai-organization"], "org-9");
@@ -380,13 +400,8 @@ mod tests {
     fn query_placeholder_is_replaced_and_encoded_others_untouched() {
         let (creds, store) = fixture();
         let mut p = parts("https://x.test/geo?a=%20b&key=kw-maps&z", &[]);
-        creds
-            .apply(Some(&route("maps", false)), false, &mut p, &store)
-            .unwrap();
-        assert_eq!(
-            p.uri.to_string(),
-            "https://x.test/geo?a=%20b&key=m%20k%261&z"
-        );
+        creds.apply(Some(&route("maps", false)), false, &mut p, &store).unwrap();
+        assert_eq!(p.uri.to_string(), "https://x.test/geo?a=%20b&key=m%20k%261&z");
     }
 
     #[test]
@@ -402,10 +417,7 @@ mod tests {
             creds.apply(None, false, &mut p, &store),
             Err(SwapError::NotBound { .. })
         ));
-        assert_eq!(
-            p.headers["x-key"], "kw-openai",
-            "refused requests are left untouched"
-        );
+        assert_eq!(p.headers["x-key"], "kw-openai", "refused requests are left untouched");
     }
 
     #[test]
@@ -416,9 +428,7 @@ mod tests {
             creds.apply(Some(&route("ai", false)), true, &mut p, &store),
             Err(SwapError::Plaintext { .. })
         ));
-        assert!(creds
-            .apply(Some(&route("ai", true)), true, &mut p, &store)
-            .is_ok());
+        assert!(creds.apply(Some(&route("ai", true)), true, &mut p, &store).is_ok());
         let mut p = parts("https://x.test/", &[("authorization", "kw-openai kw-org")]);
         assert!(matches!(
             creds.apply(Some(&route("ai", false)), false, &mut p, &store),

@@ -49,8 +49,7 @@ async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Bod
     let Some(target) = connect_target(req.uri()) else {
         return refuse(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
-    let intercept =
-        state.unmatched == Unmatched::Deny || state.routes.knows_host(&target.host, target.port);
+    let intercept = state.unmatched == Unmatched::Deny || state.routes.knows_host(&target.host, target.port);
     if intercept {
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
@@ -83,16 +82,13 @@ async fn intercept_tunnel<IO>(state: Arc<ProxyState>, target: Target, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let tls =
-        match crate::tls::accept::accept(io, &target.host, &state.leaves, state.agent_tls_timeout)
-            .await
-        {
-            Ok(tls) => tls,
-            Err(e) => {
-                tracing::info!(host = %target.host, error = %e, "agent TLS handshake refused");
-                return;
-            }
-        };
+    let tls = match crate::tls::accept::accept(io, &target.host, &state.leaves, state.agent_tls_timeout).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::info!(host = %target.host, error = %e, "agent TLS handshake refused");
+            return;
+        }
+    };
     let target = Arc::new(target);
     let service = service_fn(move |req| {
         let (state, target) = (state.clone(), target.clone());

@@ -9,6 +9,7 @@ use http::{Method, StatusCode};
 use super::error::ProxyError;
 use super::Target;
 use crate::credentials::SwapError;
+use crate::policy::{Decision, Mode};
 use crate::telemetry::metrics::Metrics;
 
 pub struct RequestCtx {
@@ -19,7 +20,10 @@ pub struct RequestCtx {
     host: String,
     port: u16,
     pub route: Option<String>,
+    pub user: Option<String>,
     pub credentials: Vec<String>,
+    /// `allow`, `deny`, `shadow_deny` or `error`, once the policy has run.
+    decision: Option<(&'static str, String)>,
     error: Option<(&'static str, String)>,
 }
 
@@ -33,9 +37,27 @@ impl RequestCtx {
             host: target.host.clone(),
             port: target.port,
             route: None,
+            user: None,
             credentials: Vec::new(),
+            decision: None,
             error: None,
         }
+    }
+
+    /// Records the policy's answer; in shadow mode a denial is logged here since nothing else will show it.
+    pub fn decide(&mut self, decision: &Decision, mode: Mode) {
+        let label = match (decision.allow, decision.error, mode) {
+            (true, _, _) => "allow",
+            (false, _, Mode::Shadow) => "shadow_deny",
+            (false, true, Mode::Enforce) => "error",
+            (false, false, Mode::Enforce) => "deny",
+        };
+        if label == "shadow_deny" {
+            tracing::warn!(request_id = %self.id, reason = %decision.reason, route = self.route.as_deref().unwrap_or("-"),
+                method = %self.method, host = %self.host, path = %self.path,
+                "policy would deny (shadow mode): request forwarded");
+        }
+        self.decision = Some((label, decision.reason.clone()));
     }
 
     pub fn fail(&mut self, error: &ProxyError, metrics: &Metrics) {
@@ -54,6 +76,9 @@ impl RequestCtx {
     pub fn finish(self, status: StatusCode, agent_id: &str, metrics: &Metrics) {
         let outcome = self.error.as_ref().map_or("forwarded", |(code, _)| *code);
         metrics.request(self.route.as_deref(), outcome);
+        if let Some((decision, _)) = &self.decision {
+            metrics.policy_decision(self.route.as_deref(), decision);
+        }
         tracing::info!(
             request_id = %self.id,
             agent_id,
@@ -62,6 +87,9 @@ impl RequestCtx {
             port = self.port,
             path = %self.path,
             route = self.route.as_deref().unwrap_or("-"),
+            user_id = self.user.as_deref().unwrap_or("-"),
+            decision = self.decision.as_ref().map_or("-", |(d, _)| *d),
+            reason = self.decision.as_ref().map_or("", |(_, r)| r.as_str()),
             credentials = %self.credentials.join(","),
             status = status.as_u16(),
             outcome,

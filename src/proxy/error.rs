@@ -12,15 +12,13 @@ use crate::upstream::{Body, UpstreamError};
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches {method} {host}{path}")]
-    NoRoute {
-        host: String,
-        method: String,
-        path: String,
-    },
+    NoRoute { host: String, method: String, path: String },
     #[error("Host header `{header}` does not match the CONNECT target `{target}`")]
     HostMismatch { header: String, target: String },
     #[error("{0}")]
     BadRequest(&'static str),
+    #[error("denied by policy: {reason}")]
+    PolicyDenied { reason: String },
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(transparent)]
@@ -35,6 +33,7 @@ impl ProxyError {
             Self::NoRoute { .. } => (S::FORBIDDEN, "no_route"),
             Self::HostMismatch { .. } => (S::FORBIDDEN, "host_mismatch"),
             Self::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            Self::PolicyDenied { .. } => (S::FORBIDDEN, "policy_denied"),
             Self::Swap(e) => match e {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
@@ -62,12 +61,7 @@ impl ProxyError {
 }
 
 /// `{"error": code, "message": ..., "request_id": ...}`, the body every refusal carries.
-pub fn json_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_id: &str,
-) -> Response<Body> {
+pub fn json_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
     Response::builder()
         .status(status)

@@ -1,6 +1,7 @@
 //! The proxy: first-hop protocol handling (`connect`), the ordered request stages (`pipeline`), the per-request
 //! record (`ctx`) and the one place errors become responses (`error`).
 
+mod body;
 pub mod connect;
 pub mod ctx;
 pub mod error;
@@ -20,7 +21,10 @@ use crate::upstream::Upstream;
 
 /// Everything a request needs, built once from validated configuration and shared by all connections.
 pub struct ProxyState {
-    pub agent_id: String,
+    pub agent: crate::policy::input::Agent,
+    pub user_header: http::HeaderName,
+    /// `None` when no policy is configured: every request a route matches is allowed.
+    pub policy: Option<PolicyGate>,
     pub routes: RouteTable,
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,
@@ -30,6 +34,14 @@ pub struct ProxyState {
     pub unmatched_allow_private: bool,
     pub agent_tls_timeout: Duration,
     pub metrics: Arc<Metrics>,
+}
+
+/// The policy stage's settings and the running policies.
+pub struct PolicyGate {
+    pub policies: Arc<crate::policy::Policies>,
+    pub entrypoint: String,
+    pub body_limit: u64,
+    pub timezone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

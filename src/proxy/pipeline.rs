@@ -12,17 +12,14 @@ use hyper::body::Incoming;
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
-use super::{ProxyState, Scheme, Target};
+use super::{PolicyGate, ProxyState, Scheme, Target};
 use crate::config::Unmatched;
+use crate::policy::{input, Mode};
 use crate::route::{has_dot_segment, normalize_host, split_host_port};
 use crate::upstream::Body;
 
 /// Runs the stages and turns any failure into its JSON response; never fails itself.
-pub async fn handle(
-    state: Arc<ProxyState>,
-    target: Arc<Target>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
     let mut ctx = RequestCtx::start(&target, req.method(), req.uri().path());
     let response = match forward(&state, &target, req, &mut ctx).await {
         Ok(response) => response,
@@ -31,7 +28,7 @@ pub async fn handle(
             error.response(&ctx.id)
         }
     };
-    ctx.finish(response.status(), &state.agent_id, &state.metrics);
+    ctx.finish(response.status(), &state.agent.id, &state.metrics);
     response
 }
 
@@ -52,11 +49,11 @@ async fn forward(
         .routes
         .find(&target.host, target.port, &parts.method, parts.uri.path());
     ctx.route = route.map(|r| r.name.clone());
+    let user = take_user(&mut parts.headers, &state.user_header);
+    ctx.user = user.clone();
     let plain_http = target.scheme == Scheme::Http;
-    ctx.credentials =
-        state
-            .credentials
-            .apply(route.map(|r| &**r), plain_http, &mut parts, &*state.secrets)?;
+    let plan = state.credentials.plan(route.map(|r| &**r), plain_http, &parts)?;
+    ctx.credentials = state.credentials.names(&plan);
     let allow_private = match route {
         Some(route) => route.allow_private,
         None if state.unmatched == Unmatched::Tunnel => state.unmatched_allow_private,
@@ -68,31 +65,83 @@ async fn forward(
             })
         }
     };
+    let body = match &state.policy {
+        Some(gate) => {
+            let entrypoint = route.and_then(|r| r.policy.as_deref()).unwrap_or(&gate.entrypoint);
+            let (body, seen) = super::body::peek(body, &parts.headers, gate.body_limit)
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            let input = policy_input(state, gate, target, &parts, seen, user.as_deref(), ctx);
+            let decision = gate.policies.decide(entrypoint, input);
+            ctx.decide(&decision, gate.policies.mode());
+            if !decision.allow && gate.policies.mode() == Mode::Enforce {
+                return Err(ProxyError::PolicyDenied {
+                    reason: decision.reason,
+                });
+            }
+            body
+        }
+        None => body.map_err(Into::into).boxed_unsync(),
+    };
+    state.credentials.write(plan, &mut parts, &*state.secrets)?;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-    let response = state.upstream.send(upstream_req, allow_private).await?;
+    let response = state
+        .upstream
+        .send(Request::from_parts(parts, body), allow_private)
+        .await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+}
+
+/// The user the agent acts for, from the configured header, which never travels upstream.
+fn take_user(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Option<String> {
+    let value = headers.remove(name)?;
+    value.to_str().ok().map(str::to_string).filter(|v| !v.is_empty())
+}
+
+fn policy_input(
+    state: &ProxyState,
+    gate: &PolicyGate,
+    target: &Target,
+    parts: &http::request::Parts,
+    body: input::Body,
+    user: Option<&str>,
+    ctx: &RequestCtx,
+) -> regorus::Value {
+    let has_placeholder = |b: &[u8]| state.credentials.has_placeholder(b);
+    let context = input::Context {
+        agent: &state.agent,
+        user,
+        route: ctx.route.as_deref(),
+        credentials: &ctx.credentials,
+        now: chrono::Utc::now().with_timezone(&gate.timezone),
+        has_placeholder: &has_placeholder,
+    };
+    let scheme = match target.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let request = input::Request {
+        scheme,
+        host: &target.host,
+        port: target.port,
         parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+        body,
+    };
+    regorus::Value::from(input::build(&context, request))
 }
 
 /// The `Host` header and the HTTP/2 `:authority` must name the CONNECT target; a port, when given, must match.
 fn check_host<B>(target: &Target, req: &Request<B>) -> Result<(), ProxyError> {
-    let header = req
-        .headers()
-        .get(HOST)
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let header = req.headers().get(HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let authority = req.uri().authority().map(Authority::as_str);
     for claimed in [header, authority].into_iter().flatten() {
-        let ok = split_host_port(claimed).is_some_and(|(host, port)| {
-            normalize_host(host) == target.host && port.is_none_or(|p| p == target.port)
-        });
+        let ok = split_host_port(claimed)
+            .is_some_and(|(host, port)| normalize_host(host) == target.host && port.is_none_or(|p| p == target.port));
         if !ok {
             return Err(ProxyError::HostMismatch {
                 header: claimed.to_string(),

@@ -18,16 +18,9 @@ use super::{Secret, SecretError, SecretStore};
 #[derive(Debug, thiserror::Error)]
 pub enum FileStoreError {
     #[error("{path}: cannot read secrets file: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}:{line}:{column}: invalid secrets file: expected a map of secret name to string value")]
-    Parse {
-        path: String,
-        line: usize,
-        column: usize,
-    },
+    Parse { path: String, line: usize, column: usize },
 }
 
 pub struct FileStore {
@@ -106,13 +99,10 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<String, Secret>, FileStoreEr
     let map: HashMap<String, String> = if text.trim().is_empty() {
         HashMap::new()
     } else {
-        serde_yaml::from_str(text).map_err(|e| {
-            let loc = e.location();
-            FileStoreError::Parse {
-                path: path.display().to_string(),
-                line: loc.as_ref().map_or(0, |l| l.line()),
-                column: loc.as_ref().map_or(0, |l| l.column()),
-            }
+        crate::config::yaml::parse(text).map_err(|e| FileStoreError::Parse {
+            path: path.display().to_string(),
+            line: e.line,
+            column: e.column,
         })?
     };
     Ok(map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect())

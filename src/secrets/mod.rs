@@ -59,10 +59,7 @@ mod tests {
     #[test]
     fn secret_never_formats_its_value() {
         let s = Secret::new("sk-real-value");
-        assert_eq!(
-            format!("{s} {s:?} {:?}", Some(s.clone())),
-            "*** *** Some(***)"
-        );
+        assert_eq!(format!("{s} {s:?} {:?}", Some(s.clone())), "*** *** Some(***)");
         assert_eq!(s.expose(), "sk-real-value");
     }
 }

@@ -4,12 +4,24 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    route: String,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +34,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     exfiltration: Family<CredentialLabels, Counter>,
     pub certificates_minted: Counter,
+    policy_decisions: Family<DecisionLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Counter>,
+    policy_reload_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,11 +60,33 @@ impl Default for Metrics {
             "Leaf certificates signed for intercepted hosts",
             certificates_minted.clone(),
         );
+        let policy_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy decisions by route: allow, deny, shadow_deny (forwarded) or error (denied, fail closed)",
+            policy_decisions.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result (success or failure)",
+            policy_reloads.clone(),
+        );
+        let policy_reload_ok = Gauge::default();
+        policy_reload_ok.set(1);
+        registry.register(
+            "policy_last_reload_ok",
+            "1 when the last policy (re)load compiled, 0 when it was refused and the previous policy runs",
+            policy_reload_ok.clone(),
+        );
         Self {
             registry,
             requests,
             exfiltration,
             certificates_minted,
+            policy_decisions,
+            policy_reloads,
+            policy_reload_ok,
         }
     }
 }
@@ -57,9 +94,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn request(&self, route: Option<&str>, outcome: &'static str) {
         let route = route.unwrap_or("none").to_string();
-        self.requests
-            .get_or_create(&RequestLabels { route, outcome })
-            .inc();
+        self.requests.get_or_create(&RequestLabels { route, outcome }).inc();
     }
 
     pub fn exfiltration_attempt(&self, credential: &str) {
@@ -70,11 +105,23 @@ impl Metrics {
             .inc();
     }
 
+    pub fn policy_decision(&self, route: Option<&str>, decision: &'static str) {
+        let route = route.unwrap_or("none").to_string();
+        self.policy_decisions
+            .get_or_create(&DecisionLabels { route, decision })
+            .inc();
+    }
+
+    pub fn policy_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.policy_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.policy_reload_ok.set(i64::from(ok));
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

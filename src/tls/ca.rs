@@ -4,10 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use super::TlsError;
 
@@ -27,8 +24,7 @@ impl Ca {
             path: path.display().to_string(),
             message: message.into(),
         };
-        let key =
-            KeyPair::from_pem(&key_pem).map_err(|_| bad(key_path, "not a PEM private key"))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|_| bad(key_path, "not a PEM private key"))?;
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .and_then(Result::ok)
@@ -44,10 +40,7 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Keyward");
-        dn.push(
-            DnType::CommonName,
-            format!("Keyward interception CA {}", short_id()),
-        );
+        dn.push(DnType::CommonName, format!("Keyward interception CA {}", short_id()));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -58,9 +51,7 @@ impl Ca {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| TlsError::Mint(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(|e| TlsError::Mint(e.to_string()))?;
         write(cert_path, cert.pem().as_bytes(), 0o644)?;
         write(key_path, key.serialize_pem().as_bytes(), 0o600)
     }
@@ -87,10 +78,7 @@ impl Ca {
 
 fn short_id() -> String {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    format!(
-        "{:08x}",
-        (nanos as u64 ^ u64::from(std::process::id())) as u32
-    )
+    format!("{:08x}", (nanos as u64 ^ u64::from(std::process::id())) as u32)
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
@@ -128,10 +116,7 @@ mod tests {
         let (cert, key) = (dir.path().join("ca/ca.crt"), dir.path().join("ca/ca.key"));
         let (_, created) = Ca::load_or_create(&cert, &key).unwrap();
         assert!(created);
-        assert_eq!(
-            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         let (_, created) = Ca::load_or_create(&cert, &key).unwrap();
         assert!(!created);
         std::fs::remove_file(&key).unwrap();

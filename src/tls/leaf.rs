@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
@@ -161,16 +159,9 @@ mod tests {
     async fn cache_stays_bounded() {
         let (leaves, minted, _dir) = cache();
         for i in 0..(CAPACITY + 100) {
-            leaves
-                .server_config(&format!("h{i}.example.com"))
-                .await
-                .unwrap();
+            leaves.server_config(&format!("h{i}.example.com")).await.unwrap();
         }
-        assert!(
-            leaves.cache.len() <= CAPACITY,
-            "{} entries",
-            leaves.cache.len()
-        );
+        assert!(leaves.cache.len() <= CAPACITY, "{} entries", leaves.cache.len());
         assert_eq!(minted.get(), (CAPACITY + 100) as u64);
     }
 }

@@ -8,11 +8,7 @@ use crate::support::{secret, MARKER};
 
 fn assert_swapped(echo: &Echo) {
     let got = echo.requests();
-    assert_eq!(
-        got.len(),
-        1,
-        "exactly one request reached the upstream: {got:?}"
-    );
+    assert_eq!(got.len(), 1, "exactly one request reached the upstream: {got:?}");
     let auth = got[0].header("authorization").unwrap();
     assert_eq!(
         auth,
@@ -33,12 +29,7 @@ async fn curl_http1_gets_the_secret_swapped_in() {
     let url = format!("https://localhost:{}/v1/chat", echo.port());
     let reply = curl(
         &proxy,
-        &[
-            "--http1.1",
-            "-H",
-            "Authorization: Bearer kw-placeholder-openai",
-            &url,
-        ],
+        &["--http1.1", "-H", "Authorization: Bearer kw-placeholder-openai", &url],
     )
     .await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -57,16 +48,7 @@ async fn curl_http2_to_the_proxy_and_a_bare_placeholder() {
     let echo = Echo::https().await;
     let proxy = Proxy::spawn(routes()).await;
     let url = format!("https://localhost:{}/v1/chat", echo.port());
-    let reply = curl(
-        &proxy,
-        &[
-            "--http2",
-            "-H",
-            "Authorization: kw-placeholder-openai",
-            &url,
-        ],
-    )
-    .await;
+    let reply = curl(&proxy, &["--http2", "-H", "Authorization: kw-placeholder-openai", &url]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.http_version, "2", "agent side negotiated h2");
     assert!(!reply.body.contains(MARKER));
@@ -109,10 +91,7 @@ async fn python_httpx_http1_and_http2() {
         )
         .await;
         assert_eq!(reply.status, 200, "{reply:?}");
-        assert_eq!(
-            reply.http_version,
-            if http2 { "HTTP/2" } else { "HTTP/1.1" }
-        );
+        assert_eq!(reply.http_version, if http2 { "HTTP/2" } else { "HTTP/1.1" });
         assert!(!reply.body.contains(MARKER));
         assert_swapped(&echo);
     }
@@ -122,10 +101,7 @@ async fn python_httpx_http1_and_http2() {
 async fn query_placeholder_is_replaced_and_encoded() {
     let echo = Echo::https().await;
     let proxy = Proxy::spawn(routes()).await;
-    let url = format!(
-        "https://localhost:{}/geo?q=a%20b&key=kw-placeholder-maps",
-        echo.port()
-    );
+    let url = format!("https://localhost:{}/geo?q=a%20b&key=kw-placeholder-maps", echo.port());
     let reply = curl(&proxy, &[&url]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let got = &echo.requests()[0];

@@ -17,16 +17,8 @@ fn ca_init_writes_a_p256_ca_with_a_private_key_and_never_overwrites() {
             .unwrap()
     };
     let first = run();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let key_mode = std::fs::metadata(out.join("ca.key"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let key_mode = std::fs::metadata(out.join("ca.key")).unwrap().permissions().mode() & 0o777;
     assert_eq!(key_mode, 0o600);
     let pem = std::fs::read_to_string(out.join("ca.crt")).unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
@@ -37,17 +29,11 @@ fn ca_init_writes_a_p256_ca_with_a_private_key_and_never_overwrites() {
         .output();
     if let Ok(text) = text {
         let text = String::from_utf8_lossy(&text.stdout);
-        assert!(
-            text.contains("CA:TRUE") && text.contains("prime256v1"),
-            "{text}"
-        );
+        assert!(text.contains("CA:TRUE") && text.contains("prime256v1"), "{text}");
     }
     let before = std::fs::read(out.join("ca.key")).unwrap();
     let second = run();
-    assert!(
-        !second.status.success(),
-        "a second init must not overwrite the CA"
-    );
+    assert!(!second.status.success(), "a second init must not overwrite the CA");
     assert!(String::from_utf8_lossy(&second.stderr).contains("ca.crt"));
     assert_eq!(std::fs::read(out.join("ca.key")).unwrap(), before);
 }

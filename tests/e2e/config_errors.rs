@@ -12,10 +12,7 @@ fn keyward(cmd: &str, config: &std::path::Path) -> (bool, String) {
         .arg(config)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// `check` and `run` both fail and both mention every expected fragment.
@@ -32,10 +29,7 @@ fn assert_refused(yaml: &str, expected: &[&str]) {
             );
         }
     }
-    assert!(
-        !dir.path().join("ca").exists(),
-        "a refused config creates nothing"
-    );
+    assert!(!dir.path().join("ca").exists(), "a refused config creates nothing");
 }
 
 #[test]
@@ -44,11 +38,7 @@ fn unknown_key_names_file_line_and_field() {
     let line = yaml.lines().position(|l| l.contains("bogus")).unwrap() + 1;
     assert_refused(
         &yaml,
-        &[
-            &format!("keyward.yaml:{line}:"),
-            "routes[0]",
-            "unknown field `bogus`",
-        ],
+        &[&format!("keyward.yaml:{line}:"), "routes[0]", "unknown field `bogus`"],
     );
 }
 
@@ -57,11 +47,7 @@ fn missing_secret_names_the_credential_field() {
     let yaml = config_yaml(
         "routes:\n  - name: a\n    hosts: [a.example]\n    credentials:\n      - placeholder: kw-placeholder-x\n        secret: no_such_secret\n",
     );
-    let line = yaml
-        .lines()
-        .position(|l| l.contains("no_such_secret"))
-        .unwrap()
-        + 1;
+    let line = yaml.lines().position(|l| l.contains("no_such_secret")).unwrap() + 1;
     assert_refused(
         &yaml,
         &[
@@ -90,10 +76,7 @@ fn broken_yaml_names_file_and_line() {
     let yaml = config_yaml("routes:\n  - name: a\n   hosts: [oops\n");
     assert_refused(&yaml, &["keyward.yaml:"]);
     let (ok, stderr) = keyward("check", std::path::Path::new("/nonexistent/keyward.yaml"));
-    assert!(
-        !ok && stderr.contains("/nonexistent/keyward.yaml"),
-        "{stderr}"
-    );
+    assert!(!ok && stderr.contains("/nonexistent/keyward.yaml"), "{stderr}");
 }
 
 #[test]

@@ -12,16 +12,9 @@ async fn placeholder_toward_an_unbound_host_is_refused_logged_and_counted() {
     let echo = Echo::https().await;
     let proxy = Proxy::spawn(routes()).await;
     // No route at all for other.keyward.test, and a route (github) that does not own this credential.
-    for (host, path) in [
-        ("other.keyward.test", "/upload"),
-        ("api.keyward.test", "/repos/x"),
-    ] {
+    for (host, path) in [("other.keyward.test", "/upload"), ("api.keyward.test", "/repos/x")] {
         let url = format!("https://{host}:{}{path}", echo.port());
-        let reply = curl(
-            &proxy,
-            &["-H", "Authorization: Bearer kw-placeholder-openai", &url],
-        )
-        .await;
+        let reply = curl(&proxy, &["-H", "Authorization: Bearer kw-placeholder-openai", &url]).await;
         assert_eq!(reply.status, 403, "{reply:?}");
         assert_eq!(reply.json()["error"], "placeholder_not_bound");
     }
@@ -68,17 +61,10 @@ async fn spoofed_host_header_is_refused_over_http1_and_http2() {
 async fn unmatched_host_is_denied_by_default() {
     let echo = Echo::https().await;
     let proxy = Proxy::spawn(routes()).await;
-    let reply = curl(
-        &proxy,
-        &[&format!("https://other.keyward.test:{}/", echo.port())],
-    )
-    .await;
+    let reply = curl(&proxy, &[&format!("https://other.keyward.test:{}/", echo.port())]).await;
     assert_eq!(reply.status, 403, "{reply:?}");
     assert_eq!(reply.json()["error"], "no_route");
-    assert!(reply.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("other.keyward.test"));
+    assert!(reply.json()["message"].as_str().unwrap().contains("other.keyward.test"));
     assert!(echo.requests().is_empty());
 }
 
@@ -101,25 +87,11 @@ async fn path_and_method_limits_select_the_route() {
         echo.requests()[0].header("authorization"),
         Some(format!("token {}", crate::support::secret("github_token")).as_str())
     );
-    for (method, path) in [
-        ("POST", "/repos/a"),
-        ("GET", "/user"),
-        ("GET", "/repos/../admin"),
-    ] {
-        let reply = curl(
-            &proxy,
-            &["--path-as-is", "-X", method, &format!("{base}{path}")],
-        )
-        .await;
+    for (method, path) in [("POST", "/repos/a"), ("GET", "/user"), ("GET", "/repos/../admin")] {
+        let reply = curl(&proxy, &["--path-as-is", "-X", method, &format!("{base}{path}")]).await;
         let code = reply.json()["error"].clone();
-        assert!(
-            reply.status == 403 || reply.status == 400,
-            "{method} {path}: {reply:?}"
-        );
-        assert!(
-            code == "no_route" || code == "bad_request",
-            "{method} {path}: {code}"
-        );
+        assert!(reply.status == 403 || reply.status == 400, "{method} {path}: {reply:?}");
+        assert!(code == "no_route" || code == "bad_request", "{method} {path}: {code}");
     }
     assert_eq!(echo.requests().len(), 1);
 }
@@ -172,10 +144,7 @@ routes:
         &[&format!("https://localhost:{}/", echo.port())],
     )
     .await;
-    assert_eq!(
-        reply.connect_status, 403,
-        "tunnels obey the guard too: {reply:?}"
-    );
+    assert_eq!(reply.connect_status, 403, "tunnels obey the guard too: {reply:?}");
     assert!(echo.requests().is_empty());
 }
 
@@ -189,11 +158,7 @@ async fn absolute_form_http_requests_and_plaintext_credentials() {
     };
     let url = format!("http://localhost:{}/plain", echo.port());
     let strict = Proxy::spawn(&extra(false)).await;
-    let reply = curl(
-        &strict,
-        &["-H", "Authorization: kw-placeholder-openai", &url],
-    )
-    .await;
+    let reply = curl(&strict, &["-H", "Authorization: kw-placeholder-openai", &url]).await;
     assert_eq!(reply.status, 403, "{reply:?}");
     assert_eq!(reply.json()["error"], "plaintext_credential");
     assert!(echo.requests().is_empty());
@@ -201,11 +166,7 @@ async fn absolute_form_http_requests_and_plaintext_credentials() {
     assert_eq!(reply.status, 200, "no credential involved: {reply:?}");
 
     let allowed = Proxy::spawn(&extra(true)).await;
-    let reply = curl(
-        &allowed,
-        &["-H", "Authorization: kw-placeholder-openai", &url],
-    )
-    .await;
+    let reply = curl(&allowed, &["-H", "Authorization: kw-placeholder-openai", &url]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let got = echo.requests();
     assert_eq!(got.len(), 2);

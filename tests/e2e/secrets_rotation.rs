@@ -25,12 +25,9 @@ fn write_secrets(proxy: &Proxy, openai: &str) {
 }
 
 async fn call(proxy: &Proxy, url: &str) -> u16 {
-    curl(
-        proxy,
-        &["-H", "Authorization: Bearer kw-placeholder-openai", url],
-    )
-    .await
-    .status
+    curl(proxy, &["-H", "Authorization: Bearer kw-placeholder-openai", url])
+        .await
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -65,9 +62,5 @@ async fn rotated_value_is_used_without_restart_and_broken_file_keeps_last_good()
         .header("authorization")
         .unwrap()
         .to_string();
-    assert_eq!(
-        seen,
-        format!("Bearer {rotated}"),
-        "last good value stays in service"
-    );
+    assert_eq!(seen, format!("Bearer {rotated}"), "last good value stays in service");
 }

@@ -97,11 +97,7 @@ async fn large_download_and_upload_stream_with_flat_memory() {
         .output();
     let (out, peak_up) = peak_rss_during(pid, upload).await;
     let out = out.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         echo.requests().last().unwrap().body_len,
         bytes,
@@ -110,13 +106,13 @@ async fn large_download_and_upload_stream_with_flat_memory() {
 
     // A proxy that buffered would grow by the transfer size; allow 64 MiB of working memory above idle.
     let limit = baseline + 64 * 1024;
-    eprintln!("rss: idle {baseline} KiB, download peak {peak_down} KiB, upload peak {peak_up} KiB, transfer {} MiB", big_mib());
+    eprintln!(
+        "rss: idle {baseline} KiB, download peak {peak_down} KiB, upload peak {peak_up} KiB, transfer {} MiB",
+        big_mib()
+    );
     assert!(
         peak_down < limit,
         "download grew RSS from {baseline} to {peak_down} KiB"
     );
-    assert!(
-        peak_up < limit,
-        "upload grew RSS from {baseline} to {peak_up} KiB"
-    );
+    assert!(peak_up < limit, "upload grew RSS from {baseline} to {peak_up} KiB");
 }

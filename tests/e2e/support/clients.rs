@@ -66,18 +66,10 @@ pub async fn curl_with_ca(proxy: &Proxy, ca: &Path, args: &[&str]) -> Reply {
 }
 
 /// `requests` or `httpx` (tests/clients/client.py) with only environment configuration.
-pub async fn python(
-    proxy: &Proxy,
-    lib: &str,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    http2: bool,
-) -> Reply {
+pub async fn python(proxy: &Proxy, lib: &str, method: &str, url: &str, headers: &[(&str, &str)], http2: bool) -> Reply {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/client.py");
     let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .args(["--lib", lib, "--method", method, "--url", url]);
+    cmd.arg(script).args(["--lib", lib, "--method", method, "--url", url]);
     for (k, v) in headers {
         cmd.arg("--header").arg(format!("{k}: {v}"));
     }
@@ -93,8 +85,8 @@ pub async fn python(
         .env("REQUESTS_CA_BUNDLE", &ca);
     let out = run(cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{lib} client failed: {stderr}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{lib} client failed: {stderr}"));
     Reply {
         status: v["status"].as_u64().unwrap() as u16,
         body: v["body"].as_str().unwrap().to_string(),

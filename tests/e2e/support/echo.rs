@@ -43,11 +43,7 @@ impl std::fmt::Debug for Received {
                 v.to_string()
             }
         };
-        let headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), mask(v)))
-            .collect();
+        let headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
         f.debug_struct("Received")
             .field("method", &self.method)
             .field("path", &mask(&self.path))
@@ -60,10 +56,7 @@ impl std::fmt::Debug for Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -113,13 +106,10 @@ impl Echo {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(handle(st, req).await) }
                     });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     if tls {
                         if let Ok(stream) = acceptor.accept(tcp).await {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                     } else {
                         let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
@@ -145,11 +135,7 @@ impl Echo {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut body_len = 0u64;
     let mut body = body;
     while let Some(frame) = body.frame().await {
@@ -165,12 +151,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body_len,
     };
@@ -210,11 +191,7 @@ fn sse(state: Arc<State>, events: u64) -> Response<Body> {
             if i == 2 {
                 let _ = gate.wait_for(|open| *open).await;
             }
-            if tx
-                .send_data(Bytes::from(format!("data: event {i}\n\n")))
-                .await
-                .is_err()
-            {
+            if tx.send_data(Bytes::from(format!("data: event {i}\n\n"))).await.is_err() {
                 return;
             }
         }

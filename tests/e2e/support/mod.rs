@@ -43,11 +43,7 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, limit: std::time::Durati
 /// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix("VmRSS:")?
-            .trim()
-            .trim_end_matches(" kB")
-            .parse()
-            .ok()
-    })
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").parse().ok())
 }

@@ -14,12 +14,7 @@ pub struct Pki {
 }
 
 /// Names the upstream certificate is valid for; tests map the `.test` ones to 127.0.0.1 with `resolve:`.
-pub const UPSTREAM_NAMES: &[&str] = &[
-    "localhost",
-    "127.0.0.1",
-    "api.keyward.test",
-    "other.keyward.test",
-];
+pub const UPSTREAM_NAMES: &[&str] = &["localhost", "127.0.0.1", "api.keyward.test", "other.keyward.test"];
 
 pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();

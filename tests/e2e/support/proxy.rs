@@ -76,9 +76,7 @@ impl Proxy {
             log,
             reader: Some(reader),
         };
-        let listening = proxy
-            .wait_for_log("keyward listening", Duration::from_secs(20))
-            .await;
+        let listening = proxy.wait_for_log("keyward listening", Duration::from_secs(20)).await;
         let fields: serde_json::Value = serde_json::from_str(&listening).unwrap();
         proxy.addr = fields["proxy_addr"].as_str().unwrap().parse().unwrap();
         proxy.admin = fields["admin_addr"].as_str().unwrap().parse().unwrap();
@@ -160,15 +158,9 @@ impl Drop for Proxy {
         }
         if !std::thread::panicking() {
             let logs = self.logs();
-            assert!(
-                !logs.contains(MARKER),
-                "a real secret reached keyward's log output"
-            );
+            assert!(!logs.contains(MARKER), "a real secret reached keyward's log output");
             for (_, value) in SECRETS {
-                assert!(
-                    !logs.contains(value),
-                    "a real secret reached keyward's log output"
-                );
+                assert!(!logs.contains(value), "a real secret reached keyward's log output");
             }
         }
     }
@@ -179,10 +171,7 @@ fn log_file() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keyward-logs");
     std::fs::create_dir_all(&dir).unwrap();
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("test")
-        .replace("::", "-");
+    let name = std::thread::current().name().unwrap_or("test").replace("::", "-");
     dir.join(format!("{name}-{}-{seq}.log", std::process::id()))
 }
 
@@ -195,17 +184,10 @@ fn try_admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)>
     use std::io::Read;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -1,0 +1,220 @@
+//! The policy input document: who is calling, what the request is, and when. Its shape is documented in the
+//! README and kept stable.
+//!
+//! It is built before credentials are written, so it holds placeholders at most. Even those are masked, as are
+//! headers that conventionally carry credentials: a policy author never needs a credential value to decide.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Timelike};
+use chrono_tz::Tz;
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Map, Value};
+
+/// Headers whose values never reach the policy.
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+];
+pub const REDACTED: &str = "<redacted>";
+
+pub struct Agent {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the policy may know of the request body.
+pub enum Body {
+    /// A JSON body within the size limit, parsed.
+    Json(Value),
+    /// Not JSON, over the limit, or not valid JSON: only the size is given, when it is known.
+    Unparsed { size: Option<u64> },
+}
+
+pub struct Request<'a> {
+    pub scheme: &'static str,
+    pub host: &'a str,
+    pub port: u16,
+    pub parts: &'a http::request::Parts,
+    pub body: Body,
+}
+
+pub struct Context<'a> {
+    pub agent: &'a Agent,
+    pub user: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub credentials: &'a [String],
+    pub now: DateTime<Tz>,
+    /// True for byte strings that contain a placeholder.
+    pub has_placeholder: &'a dyn Fn(&[u8]) -> bool,
+}
+
+pub fn build(ctx: &Context, req: Request) -> Value {
+    let mask = |v: &[u8]| (ctx.has_placeholder)(v);
+    let mut headers = Map::new();
+    for (name, value) in &req.parts.headers {
+        let shown = if SENSITIVE_HEADERS.contains(&name.as_str()) || mask(value.as_bytes()) {
+            REDACTED.to_string()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&shown);
+            }
+            _ => {
+                headers.insert(name.as_str().to_string(), Value::String(shown));
+            }
+        }
+    }
+    let mut query: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pair in req.parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let value = decode(v);
+        let value = if mask(value.as_bytes()) {
+            REDACTED.to_string()
+        } else {
+            value
+        };
+        query.entry(decode(k)).or_default().push(value);
+    }
+    let (body, body_size, parsed) = match req.body {
+        Body::Json(v) => {
+            let size = serde_json::to_vec(&v).map(|b| b.len() as u64).ok();
+            (v, size, true)
+        }
+        Body::Unparsed { size } => (Value::Null, size, false),
+    };
+    let jsonrpc = jsonrpc(&body);
+    let mut doc = json!({
+        "agent": { "id": ctx.agent.id, "labels": ctx.agent.labels },
+        "user": ctx.user.map(|id| json!({ "id": id })),
+        "request": {
+            "method": req.parts.method.as_str(),
+            "scheme": req.scheme,
+            "host": req.host,
+            "port": req.port,
+            "path": req.parts.uri.path(),
+            "query": query,
+            "headers": headers,
+            "body": body,
+            "body_size": body_size,
+            "body_parsed": parsed,
+        },
+        "route": ctx.route,
+        "credentials": ctx.credentials,
+        "time": {
+            "rfc3339": ctx.now.to_rfc3339(),
+            "date": ctx.now.format("%Y-%m-%d").to_string(),
+            "weekday": ctx.now.format("%A").to_string(),
+            "weekday_number": ctx.now.weekday().number_from_monday(),
+            "hour": ctx.now.hour(),
+            "minute": ctx.now.minute(),
+            "timezone": ctx.now.timezone().name(),
+        },
+    });
+    if let Some(rpc) = jsonrpc {
+        doc["jsonrpc"] = rpc;
+    }
+    doc
+}
+
+/// MCP over HTTP and other JSON-RPC: the method, and for `tools/call` the tool name and its arguments, so that
+/// policies can allow per tool. A batch becomes `{"batch": [...]}` with one entry per call.
+fn jsonrpc(body: &Value) -> Option<Value> {
+    let one = |call: &Value| -> Option<Value> {
+        let obj = call.as_object()?;
+        obj.get("jsonrpc")?;
+        let method = obj.get("method")?.as_str()?;
+        let params = obj.get("params").cloned().unwrap_or(Value::Null);
+        let mut out = json!({ "method": method, "id": obj.get("id"), "params": params });
+        if method == "tools/call" {
+            out["tool"] = params.get("name").cloned().unwrap_or(Value::Null);
+            out["arguments"] = params.get("arguments").cloned().unwrap_or(Value::Null);
+        }
+        Some(out)
+    };
+    match body {
+        Value::Array(calls) if !calls.is_empty() => {
+            let batch: Option<Vec<Value>> = calls.iter().map(one).collect();
+            batch.map(|b| json!({ "batch": b }))
+        }
+        _ => one(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn document_shape_redaction_and_jsonrpc() {
+        let agent = Agent {
+            id: "bot".into(),
+            labels: BTreeMap::from([("team".into(), "sales".into())]),
+        };
+        let has = |b: &[u8]| b.windows(5).any(|w| w == b"kw-ph");
+        let ctx = Context {
+            agent: &agent,
+            user: Some("alice"),
+            route: Some("mcp"),
+            credentials: &["tok".to_string()],
+            now: chrono_tz::Europe::Paris
+                .with_ymd_and_hms(2026, 11, 23, 14, 5, 0)
+                .unwrap(),
+            has_placeholder: &has,
+        };
+        let p = parts(
+            "/mcp?a=1&a=2&k=kw-ph-x",
+            &[
+                ("authorization", "Bearer kw-ph-x"),
+                ("x-custom", "kw-ph-y"),
+                ("x-plain", "v"),
+                ("x-plain", "w"),
+            ],
+        );
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "search", "arguments": {"q": "x"}}});
+        let doc = build(
+            &ctx,
+            Request {
+                scheme: "https",
+                host: "mcp.example",
+                port: 443,
+                parts: &p,
+                body: Body::Json(body),
+            },
+        );
+        assert_eq!(doc["agent"]["labels"]["team"], "sales");
+        assert_eq!(doc["user"]["id"], "alice");
+        assert_eq!(doc["request"]["query"]["a"], json!(["1", "2"]));
+        assert_eq!(doc["request"]["query"]["k"], json!([REDACTED]));
+        assert_eq!(doc["request"]["headers"]["authorization"], REDACTED);
+        assert_eq!(doc["request"]["headers"]["x-custom"], REDACTED);
+        assert_eq!(doc["request"]["headers"]["x-plain"], "v, w");
+        assert_eq!(doc["jsonrpc"]["tool"], "search");
+        assert_eq!(doc["jsonrpc"]["arguments"]["q"], "x");
+        assert_eq!(doc["time"]["weekday"], "Monday");
+        assert_eq!(doc["time"]["hour"], 14);
+        assert_eq!(doc["time"]["timezone"], "Europe/Paris");
+        assert_eq!(doc["request"]["body_parsed"], true);
+    }
+}
