@@ -113,8 +113,10 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         move |stream, _| crate::admin::serve(admin.clone(), stream),
     ));
 
-    let store = Arc::new(FileStore::load(&config.secrets_file)?);
-    config.verify_secrets(&*store)?;
+    let mut store = FileStore::load(&config.secrets_file)?;
+    config.verify_secrets(&store)?;
+    store.require(config.credentials.iter().map(|c| c.secret.clone()).collect());
+    let store = Arc::new(store);
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
     if created {

@@ -166,8 +166,10 @@ impl Policies {
             seen = now;
             let this = self.clone();
             match tokio::task::spawn_blocking(move || this.reload()).await {
-                Ok(Ok(_)) => {
-                    tracing::info!(dir = %self.settings.dir.display(), "policy reloaded");
+                Ok(Ok(changed)) => {
+                    if changed {
+                        tracing::info!(dir = %self.settings.dir.display(), "policy reloaded");
+                    }
                     on_result(true);
                 }
                 Ok(Err(e)) => {

@@ -54,23 +54,24 @@ impl ProxyError {
         }
     }
 
+    /// `{"error": code, "message": ..., "request_id": ...}`, plus `reason` and `decision_id` (the request id)
+    /// for policy denials: the body every refusal carries.
     pub fn response(&self, request_id: &str) -> Response<Body> {
         let (status, code) = self.classify();
-        json_response(status, code, &self.to_string(), request_id)
+        let mut body = serde_json::json!({ "error": code, "message": self.to_string(), "request_id": request_id });
+        if let Self::PolicyDenied { reason } = self {
+            body["reason"] = reason.as_str().into();
+            body["decision_id"] = request_id.into();
+        }
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-keyward-error", code)
+            .body(
+                Full::new(Bytes::from(body.to_string()))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .expect("static status and headers are valid")
     }
-}
-
-/// `{"error": code, "message": ..., "request_id": ...}`, the body every refusal carries.
-pub fn json_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-keyward-error", code)
-        .body(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("static status and headers are valid")
 }

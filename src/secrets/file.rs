@@ -21,23 +21,34 @@ pub enum FileStoreError {
     Read { path: String, source: std::io::Error },
     #[error("{path}:{line}:{column}: invalid secrets file: expected a map of secret name to string value")]
     Parse { path: String, line: usize, column: usize },
+    #[error("{path}: secret `{name}` is missing, and the configuration uses it")]
+    Missing { path: String, name: String },
 }
 
 pub struct FileStore {
     path: PathBuf,
     values: ArcSwap<HashMap<String, Secret>>,
     last_text: std::sync::Mutex<String>,
+    /// Names the configuration uses. A new version of the file without one of them is refused: it is far more
+    /// likely a half-written file or a mistake than an intent to break those credentials.
+    required: Vec<String>,
 }
 
 impl FileStore {
     pub fn load(path: &Path) -> Result<Self, FileStoreError> {
         let text = read(path)?;
-        let values = parse(path, &text)?;
+        let values = parse(path, &text, &[])?;
         Ok(Self {
             path: path.to_path_buf(),
             values: ArcSwap::from_pointee(values),
             last_text: std::sync::Mutex::new(text),
+            required: Vec::new(),
         })
+    }
+
+    /// From now on, a new version of the file must contain every one of `names` to be accepted.
+    pub fn require(&mut self, names: Vec<String>) {
+        self.required = names;
     }
 
     /// Re-reads the file; returns whether the values changed. On error the previous values stay in service.
@@ -47,7 +58,7 @@ impl FileStore {
         if *last == text {
             return Ok(false);
         }
-        let values = parse(&self.path, &text)?;
+        let values = parse(&self.path, &text, &self.required)?;
         self.values.store(Arc::new(values));
         *last = text;
         Ok(true)
@@ -95,7 +106,7 @@ fn read(path: &Path) -> Result<String, FileStoreError> {
     })
 }
 
-fn parse(path: &Path, text: &str) -> Result<HashMap<String, Secret>, FileStoreError> {
+fn parse(path: &Path, text: &str, required: &[String]) -> Result<HashMap<String, Secret>, FileStoreError> {
     let map: HashMap<String, String> = if text.trim().is_empty() {
         HashMap::new()
     } else {
@@ -105,6 +116,12 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<String, Secret>, FileStoreEr
             column: e.column,
         })?
     };
+    if let Some(name) = required.iter().find(|n| !map.contains_key(*n)) {
+        return Err(FileStoreError::Missing {
+            path: path.display().to_string(),
+            name: name.clone(),
+        });
+    }
     Ok(map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect())
 }
 
@@ -127,14 +144,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.yaml");
         std::fs::write(&path, "k: one\n").unwrap();
-        let store = FileStore::load(&path).unwrap();
+        let mut store = FileStore::load(&path).unwrap();
+        store.require(vec!["k".into()]);
         assert!(!store.refresh().unwrap());
         std::fs::write(&path, "k: two\n").unwrap();
         assert!(store.refresh().unwrap());
         assert_eq!(store.get("k").unwrap().expose(), "two");
-        std::fs::write(&path, "k: [broken\n").unwrap();
-        assert!(store.refresh().is_err());
-        assert_eq!(store.get("k").unwrap().expose(), "two");
+        for broken in ["k: [broken\n", "", "other: x\n"] {
+            std::fs::write(&path, broken).unwrap();
+            assert!(store.refresh().is_err(), "{broken:?} refused");
+            assert_eq!(store.get("k").unwrap().expose(), "two");
+        }
         assert!(matches!(store.get("nope"), Err(SecretError::Missing(_))));
     }
 }

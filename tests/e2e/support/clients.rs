@@ -67,6 +67,19 @@ pub async fn curl_with_ca(proxy: &Proxy, ca: &Path, args: &[&str]) -> Reply {
 
 /// `requests` or `httpx` (tests/clients/client.py) with only environment configuration.
 pub async fn python(proxy: &Proxy, lib: &str, method: &str, url: &str, headers: &[(&str, &str)], http2: bool) -> Reply {
+    python_json(proxy, lib, method, url, headers, http2, None).await
+}
+
+/// As [`python`], sending `json` as the request body.
+pub async fn python_json(
+    proxy: &Proxy,
+    lib: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    http2: bool,
+    json: Option<&serde_json::Value>,
+) -> Reply {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/client.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args(["--lib", lib, "--method", method, "--url", url]);
@@ -75,6 +88,9 @@ pub async fn python(proxy: &Proxy, lib: &str, method: &str, url: &str, headers: 
     }
     if http2 {
         cmd.arg("--http2");
+    }
+    if let Some(body) = json {
+        cmd.arg("--json").arg(body.to_string());
     }
     let ca = proxy.ca_cert();
     cmd.env("HTTPS_PROXY", proxy.url())

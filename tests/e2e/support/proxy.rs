@@ -22,7 +22,7 @@ pub struct Proxy {
 /// The parts of the configuration every test shares; `extra` (routes, resolve, unmatched...) is appended.
 pub fn config_yaml(extra: &str) -> String {
     format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nagent:\n  id: test-agent\nca:\n  cert: ca/ca.crt\n  key: ca/ca.key\n\
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nagent:\n  id: test-agent\n  labels: {{team: sales}}\nca:\n  cert: ca/ca.crt\n  key: ca/ca.key\n\
          upstream_tls:\n  extra_roots: [\"{}\"]\nsecrets:\n  file: secrets.yaml\n  poll_interval: 100ms\n{extra}",
         pki().ca_path.display()
     )
@@ -82,7 +82,7 @@ impl Proxy {
         proxy.admin = fields["admin_addr"].as_str().unwrap().parse().unwrap();
         let admin = proxy.admin;
         super::eventually("/readyz 200", Duration::from_secs(10), || {
-            try_admin_get(admin, "/readyz").is_ok_and(|(status, _)| status == 200)
+            admin_request(admin, "GET", "/readyz").is_ok_and(|(status, _)| status == 200)
         })
         .await;
         proxy
@@ -134,9 +134,14 @@ impl Proxy {
         }
     }
 
-    /// GET on the admin listener; returns the body.
+    /// GET on the admin listener; returns status and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         admin_get(self.admin, path)
+    }
+
+    /// POST (empty body) on the admin listener; returns status and body.
+    pub fn admin_post(&self, path: &str) -> (u16, String) {
+        admin_request(self.admin, "POST", path).expect("admin endpoint answers")
     }
 
     /// The value of one Prometheus sample, 0 when absent.
@@ -176,15 +181,18 @@ fn log_file() -> PathBuf {
 }
 
 pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    try_admin_get(addr, path).expect("admin endpoint answers")
+    admin_request(addr, "GET", path).expect("admin endpoint answers")
 }
 
-/// A minimal blocking HTTP/1.1 GET, enough for the admin endpoints.
-fn try_admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+/// A minimal blocking HTTP/1.1 request without a body, enough for the admin endpoints.
+fn admin_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
