@@ -1,19 +1,7 @@
-//! Keyward: a sidecar egress proxy that lets AI agents call real APIs while holding only placeholder tokens.
+//! The `keyward` binary: parses the command line and hands over to the library.
 #![forbid(unsafe_code)]
 
-mod admin;
-mod app;
-mod cli;
-mod config;
-mod credentials;
-mod listener;
-mod policy;
-mod proxy;
-mod route;
-mod secrets;
-mod telemetry;
-mod tls;
-mod upstream;
+use keyward::{app, cli, policy, telemetry, tls};
 
 use std::process::ExitCode;
 

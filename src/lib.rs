@@ -1,0 +1,19 @@
+//! Keyward: a sidecar egress proxy that lets AI agents call real APIs while holding only placeholder tokens.
+//!
+//! The library holds everything; `main.rs` is the command line. It is a library so that benchmarks (and any
+//! embedding) reach the same code the binary runs.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod listener;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod secrets;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;
