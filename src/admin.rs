@@ -2,7 +2,7 @@
 //! `/metrics` (Prometheus text) and `POST /reload` (recompile the policies; a broken one is refused).
 
 use std::convert::Infallible;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -15,22 +15,35 @@ use tokio::net::TcpStream;
 use serde_json::json;
 
 use crate::policy::Policies;
+use crate::secrets::SecretStore;
 use crate::telemetry::metrics::Metrics;
 
-/// Why the process is not ready yet, or `None` once it is.
-pub struct Readiness(RwLock<Option<String>>);
+/// Why the process is not ready: still starting, or a secret backend that cannot serve every secret yet.
+pub struct Readiness {
+    starting: RwLock<Option<String>>,
+    secrets: OnceLock<Arc<dyn SecretStore>>,
+}
 
 impl Readiness {
     pub fn starting() -> Self {
-        Self(RwLock::new(Some("starting".into())))
+        Self {
+            starting: RwLock::new(Some("starting".into())),
+            secrets: OnceLock::new(),
+        }
     }
 
     pub fn set(&self, not_ready: Option<String>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = not_ready;
+        *self.starting.write().unwrap_or_else(|e| e.into_inner()) = not_ready;
+    }
+
+    /// From now on, readiness also requires the store to have every configured secret.
+    pub fn watch_secrets(&self, store: Arc<dyn SecretStore>) {
+        let _ = self.secrets.set(store);
     }
 
     fn get(&self) -> Option<String> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let starting = self.starting.read().unwrap_or_else(|e| e.into_inner()).clone();
+        starting.or_else(|| self.secrets.get().and_then(|s| s.not_ready()))
     }
 }
 

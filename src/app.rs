@@ -14,6 +14,8 @@ use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
+use crate::secrets::vault::VaultStore;
+use crate::secrets::{SecretRef, Secrets};
 use crate::telemetry::metrics::Metrics;
 use crate::tls::ca::Ca;
 use crate::tls::leaf::LeafCache;
@@ -46,8 +48,9 @@ pub fn check(path: &Path) -> Result<Config, StartError> {
     if config.ca_cert.exists() || config.ca_key.exists() {
         Ca::load(&config.ca_cert, &config.ca_key)?;
     }
-    let store = FileStore::load(&config.secrets_file)?;
-    config.verify_secrets(&store)?;
+    if let Some(file) = &config.secrets_file {
+        config.verify_secrets(&FileStore::load(file)?)?;
+    }
     upstream(&config)?;
     policies(&config)?;
     Ok(config)
@@ -96,6 +99,7 @@ pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
 }
 
 pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+    crate::tls::install_default_provider();
     let config = Config::load(path)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::starting());
@@ -113,17 +117,20 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         move |stream, _| crate::admin::serve(admin.clone(), stream),
     ));
 
-    let mut store = FileStore::load(&config.secrets_file)?;
-    config.verify_secrets(&store)?;
-    store.require(config.credentials.iter().map(|c| c.secret.clone()).collect());
-    let store = Arc::new(store);
+    let store = secrets(&config, &metrics)?;
+    readiness.watch_secrets(store.clone());
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
     if created {
         tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
     }
     tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
-    tokio::spawn(store.clone().watch(config.secrets_poll_interval));
+    if let Some(file) = &store.file {
+        tokio::spawn(file.clone().watch(config.secrets_poll_interval));
+    }
+    if let Some(vault) = &store.vault {
+        tokio::spawn(vault.clone().run());
+    }
 
     let upstream = upstream(&config)?;
     let gate = match (&config.policy, policies) {
@@ -170,6 +177,31 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     .await;
     tracing::info!("keyward stopped");
     Ok(())
+}
+
+/// The configured secret backends. Refresh tasks are started by the caller.
+fn secrets(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Secrets>, StartError> {
+    let file = match &config.secrets_file {
+        Some(path) => {
+            let mut store = FileStore::load(path)?;
+            config.verify_secrets(&store)?;
+            let used = config.credentials.iter().filter_map(|c| match &c.secret {
+                SecretRef::File(name) => Some(name.clone()),
+                SecretRef::Vault(_) => None,
+            });
+            store.require(used.collect());
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    let vault = config.vault.as_ref().map(|settings| {
+        let refs = config.credentials.iter().filter_map(|c| match &c.secret {
+            SecretRef::Vault(v) => Some(v.clone()),
+            SecretRef::File(_) => None,
+        });
+        Arc::new(VaultStore::new(settings.clone(), refs, metrics.clone()))
+    });
+    Ok(Arc::new(Secrets { file, vault }))
 }
 
 fn upstream(config: &Config) -> Result<Upstream, UpstreamError> {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::credentials::CredentialSpec;
 use crate::route::Route;
-use crate::secrets::SecretStore;
+use crate::secrets::file::FileStore;
+use crate::secrets::SecretRef;
 
 pub use raw::Unmatched;
 
@@ -33,7 +34,8 @@ pub struct Config {
     pub ca_key: PathBuf,
     pub extra_roots: Vec<PathBuf>,
     pub upstream: raw::RawUpstream,
-    pub secrets_file: PathBuf,
+    pub secrets_file: Option<PathBuf>,
+    pub vault: Option<crate::secrets::vault::Settings>,
     pub secrets_poll_interval: Duration,
     pub unmatched: Unmatched,
     pub unmatched_allow_private: bool,
@@ -142,11 +144,14 @@ impl Config {
         }
     }
 
-    /// Every credential's secret must exist in the store; the error points at the first one that does not.
-    pub fn verify_secrets(&self, store: &dyn SecretStore) -> Result<(), ConfigError> {
+    /// Every file secret a credential names must exist in the file; the error points at the first one that
+    /// does not. (Vault secrets are checked when fetched.)
+    pub fn verify_secrets(&self, file: &FileStore) -> Result<(), ConfigError> {
         for (spec, field) in self.credentials.iter().zip(&self.credential_fields) {
-            if !store.contains(&spec.secret) {
-                let message = format!("no secret named `{}` in {}", spec.secret, self.secrets_file.display());
+            let SecretRef::File(name) = &spec.secret else { continue };
+            if !file.contains(name) {
+                let path = self.secrets_file.as_deref().unwrap_or(Path::new("?"));
+                let message = format!("no secret named `{name}` in {}", path.display());
                 return Err(locate(
                     &self.path,
                     &self.text,

@@ -160,6 +160,109 @@ pub struct RawSecrets {
     pub file: Option<PathBuf>,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
+    pub vault: Option<RawVault>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    pub address: String,
+    pub namespace: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub auth: RawVaultAuth,
+    #[serde(default = "default_vault_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    #[serde(default = "default_vault_jitter", with = "humantime_serde")]
+    pub refresh_jitter: Duration,
+    #[serde(default = "default_max_stale", with = "humantime_serde")]
+    pub max_stale: Duration,
+    #[serde(default = "default_vault_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_vault_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_vault_jitter() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_max_stale() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_vault_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `auth: { token: {...} }`, `auth: { approle: {...} }` or `auth: { kubernetes: {...} }`: exactly one.
+/// (A struct of options rather than an enum: serde_yaml maps enums to YAML tags, not to one-key maps.)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVaultAuth {
+    pub token: Option<RawTokenAuth>,
+    pub approle: Option<RawAppRoleAuth>,
+    pub kubernetes: Option<RawKubernetesAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenAuth {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppRoleAuth {
+    #[serde(default = "default_approle_mount")]
+    pub mount: String,
+    pub role_id: String,
+    pub secret_id_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetesAuth {
+    #[serde(default = "default_kubernetes_mount")]
+    pub mount: String,
+    pub role: String,
+    #[serde(default = "default_jwt_path")]
+    pub jwt_path: PathBuf,
+}
+
+fn default_approle_mount() -> String {
+    "approle".into()
+}
+
+fn default_kubernetes_mount() -> String {
+    "kubernetes".into()
+}
+
+fn default_jwt_path() -> PathBuf {
+    "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+}
+
+/// `vault: { mount, path, key, version, kv }` on a credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVaultRef {
+    #[serde(default = "default_kv_mount")]
+    pub mount: String,
+    pub path: String,
+    pub key: String,
+    pub version: Option<u64>,
+    #[serde(default = "default_kv")]
+    pub kv: u8,
+}
+
+fn default_kv_mount() -> String {
+    "secret".into()
+}
+
+fn default_kv() -> u8 {
+    2
 }
 
 fn default_poll_interval() -> Duration {
@@ -201,7 +304,9 @@ pub struct RawRoute {
 pub struct RawCredential {
     pub name: Option<String>,
     pub placeholder: String,
-    pub secret: String,
+    /// A name in the secrets file; or use `vault`.
+    pub secret: Option<String>,
+    pub vault: Option<RawVaultRef>,
     pub header: Option<String>,
     pub query: Option<String>,
     #[serde(default = "default_format")]

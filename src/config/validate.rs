@@ -6,11 +6,12 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawPolicy, RawRoute};
+use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawPolicy, RawRoute, RawVault};
 use super::{Config, FieldError, PolicyConfig};
 use crate::credentials::{CredentialSpec, Format};
 use crate::policy::Mode;
 use crate::route::{normalize_host, HostPattern, Route};
+use crate::secrets::{vault, KvVersion, SecretRef, VaultRef};
 
 /// Headers a credential may not target: hop-by-hop ones are stripped before forwarding, and `host` decides
 /// the destination.
@@ -47,11 +48,18 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
     let user_header = HeaderName::try_from(raw.agent.user_header.as_str())
         .map_err(|_| FieldError::new("agent.user_header", "not a valid header name"))?;
     let policy = raw.policy.map(|p| policy(p, base)).transpose()?;
-    let secrets_file = raw
-        .secrets
-        .file
-        .map(|f| base.join(f))
-        .ok_or_else(|| FieldError::new("secrets.file", "a secrets backend is required"))?;
+    let secrets_file = raw.secrets.file.map(|f| base.join(f));
+    let vault = raw.secrets.vault.map(|v| vault(v, base)).transpose()?;
+    if secrets_file.is_none() && vault.is_none() {
+        return Err(FieldError::new(
+            "secrets",
+            "configure a backend: `file`, `vault`, or both",
+        ));
+    }
+    let backends = Backends {
+        file: secrets_file.is_some(),
+        vault: vault.is_some(),
+    };
     if raw.secrets.poll_interval.is_zero() {
         return Err(FieldError::new("secrets.poll_interval", "must be greater than zero"));
     }
@@ -69,7 +77,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         }
         for (j, c) in r.credentials.iter().enumerate() {
             let field = format!("{at}.credentials[{j}]");
-            credentials.push(credential(c, &r.name, &field)?);
+            credentials.push(credential(c, &r.name, &field, backends)?);
             credential_fields.push(field);
         }
         if r.policy.is_some() && policy.is_none() {
@@ -95,6 +103,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
         upstream: raw.upstream,
         secrets_file,
+        vault,
         secrets_poll_interval: raw.secrets.poll_interval,
         unmatched: raw.unmatched,
         unmatched_allow_private: raw.unmatched_allow_private,
@@ -187,7 +196,126 @@ fn entrypoint(text: &str, field: &str) -> Result<String, FieldError> {
     Ok(text.to_string())
 }
 
-fn credential(c: &RawCredential, route: &str, at: &str) -> Result<CredentialSpec, FieldError> {
+/// Which secret backends are configured, so a credential naming a missing one is refused at load.
+#[derive(Clone, Copy)]
+struct Backends {
+    file: bool,
+    vault: bool,
+}
+
+fn vault(v: RawVault, base: &Path) -> Result<vault::Settings, FieldError> {
+    let uri: http::Uri = v
+        .address
+        .parse()
+        .map_err(|_| FieldError::new("secrets.vault.address", "not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(FieldError::new("secrets.vault.address", "expected http(s)://host:port"));
+    }
+    for (field, d) in [
+        ("refresh_interval", v.refresh_interval),
+        ("max_stale", v.max_stale),
+        ("request_timeout", v.request_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(FieldError::new(
+                format!("secrets.vault.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if v.max_stale < v.refresh_interval {
+        return Err(FieldError::new(
+            "secrets.vault.max_stale",
+            "must be at least refresh_interval",
+        ));
+    }
+    let auth = match (v.auth.token, v.auth.approle, v.auth.kubernetes) {
+        (Some(t), None, None) => {
+            if t.env.is_some() == t.file.is_some() {
+                return Err(FieldError::new(
+                    "secrets.vault.auth.token",
+                    "set exactly one of `env` or `file`",
+                ));
+            }
+            vault::auth::Auth::Token {
+                env: t.env,
+                file: t.file.map(|f| base.join(f)),
+            }
+        }
+        (None, Some(a), None) => vault::auth::Auth::AppRole {
+            mount: a.mount,
+            role_id: a.role_id,
+            secret_id_file: base.join(a.secret_id_file),
+        },
+        (None, None, Some(k)) => vault::auth::Auth::Kubernetes {
+            mount: k.mount,
+            role: k.role,
+            jwt_path: base.join(k.jwt_path),
+        },
+        _ => {
+            return Err(FieldError::new(
+                "secrets.vault.auth",
+                "set exactly one of `token`, `approle` or `kubernetes`",
+            ))
+        }
+    };
+    Ok(vault::Settings {
+        connection: vault::auth::Connection {
+            address: v.address,
+            namespace: v.namespace,
+            ca_file: v.ca_file.map(|f| base.join(f)),
+            timeout: v.request_timeout,
+        },
+        auth,
+        refresh_interval: v.refresh_interval,
+        refresh_jitter: v.refresh_jitter,
+        max_stale: v.max_stale,
+    })
+}
+
+fn secret_ref(c: &RawCredential, field: &dyn Fn(&str) -> String, backends: Backends) -> Result<SecretRef, FieldError> {
+    match (&c.secret, &c.vault) {
+        (Some(name), None) => {
+            if name.trim().is_empty() {
+                return Err(FieldError::new(field("secret"), "must name a secret"));
+            }
+            if !backends.file {
+                return Err(FieldError::new(
+                    field("secret"),
+                    "names a file secret but `secrets.file` is not configured",
+                ));
+            }
+            Ok(SecretRef::File(name.clone()))
+        }
+        (None, Some(v)) => {
+            if !backends.vault {
+                return Err(FieldError::new(field("vault"), "`secrets.vault` is not configured"));
+            }
+            let kv = match (v.kv, v.version) {
+                (2, _) => KvVersion::V2,
+                (1, None) => KvVersion::V1,
+                (1, Some(_)) => return Err(FieldError::new(field("vault.version"), "KV v1 has no versions")),
+                _ => return Err(FieldError::new(field("vault.kv"), "1 or 2")),
+            };
+            if v.path.trim_matches('/').is_empty() || v.key.is_empty() {
+                return Err(FieldError::new(field("vault"), "`path` and `key` must not be empty"));
+            }
+            Ok(SecretRef::Vault(VaultRef {
+                kv,
+                mount: v.mount.trim_matches('/').to_string(),
+                path: v.path.trim_matches('/').to_string(),
+                key: v.key.clone(),
+                version: v.version,
+            }))
+        }
+        _ => Err(FieldError::new(
+            field("secret"),
+            "set exactly one of `secret` (a file secret) or `vault`",
+        )),
+    }
+}
+
+fn credential(c: &RawCredential, route: &str, at: &str, backends: Backends) -> Result<CredentialSpec, FieldError> {
     let field = |f: &str| format!("{at}.{f}");
     if c.placeholder.len() < 8 || c.placeholder.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(FieldError::new(
@@ -195,9 +323,7 @@ fn credential(c: &RawCredential, route: &str, at: &str) -> Result<CredentialSpec
             "at least 8 characters, no whitespace",
         ));
     }
-    if c.secret.trim().is_empty() {
-        return Err(FieldError::new(field("secret"), "must name a secret"));
-    }
+    let secret = secret_ref(c, &field, backends)?;
     let header = match &c.header {
         None => None,
         Some(h) => {
@@ -223,10 +349,13 @@ fn credential(c: &RawCredential, route: &str, at: &str) -> Result<CredentialSpec
     }
     let format = Format::parse(&c.format).map_err(|m| FieldError::new(field("format"), m))?;
     Ok(CredentialSpec {
-        name: c.name.clone().unwrap_or_else(|| c.secret.clone()),
+        name: c.name.clone().unwrap_or_else(|| match &secret {
+            SecretRef::File(name) => name.clone(),
+            SecretRef::Vault(v) => format!("{}#{}", v.path, v.key),
+        }),
         route: route.to_string(),
         placeholder: c.placeholder.clone(),
-        secret: c.secret.clone(),
+        secret,
         header,
         query: c.query.clone(),
         format,

@@ -11,7 +11,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 
 use crate::config::raw::Inject;
 use crate::route::Route;
-use crate::secrets::{Secret, SecretError, SecretStore};
+use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
 
 /// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -48,7 +48,7 @@ pub struct CredentialSpec {
     /// Name of the route the credential is bound to.
     pub route: String,
     pub placeholder: String,
-    pub secret: String,
+    pub secret: SecretRef,
     pub header: Option<HeaderName>,
     pub query: Option<String>,
     pub format: Format,
@@ -282,14 +282,15 @@ mod tests {
 
     struct MapStore(HashMap<&'static str, &'static str>);
     impl SecretStore for MapStore {
-        fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+            let name = secret.to_string();
             self.0
-                .get(name)
+                .get(name.as_str())
                 .map(|v| Secret::new(*v))
-                .ok_or_else(|| SecretError::Missing(name.into()))
+                .ok_or(SecretError::Missing(name))
         }
-        fn contains(&self, name: &str) -> bool {
-            self.0.contains_key(name)
+        fn not_ready(&self) -> Option<String> {
+            None
         }
     }
 
@@ -306,7 +307,7 @@ mod tests {
             name: name.into(),
             route: route.into(),
             placeholder: placeholder.into(),
-            secret: name.into(),
+            secret: SecretRef::File(name.into()),
             header: header.map(|h| HeaderName::try_from(h).unwrap()),
             query: query.map(Into::into),
             format: Format::parse(format).unwrap(),

@@ -6,7 +6,6 @@ use http::{header, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::credentials::SwapError;
-use crate::secrets::SecretError;
 use crate::upstream::{Body, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +37,7 @@ impl ProxyError {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
                 SwapError::Plaintext { .. } => (S::FORBIDDEN, "plaintext_credential"),
-                SwapError::Secret {
-                    source: SecretError::Missing(_),
-                    ..
-                } => (S::SERVICE_UNAVAILABLE, "secret_unavailable"),
+                SwapError::Secret { .. } => (S::SERVICE_UNAVAILABLE, "secret_unavailable"),
                 SwapError::InvalidValue(_) => (S::BAD_GATEWAY, "invalid_secret_value"),
             },
             Self::Upstream(e) => match e {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::{Secret, SecretError, SecretStore};
+use super::{Secret, SecretError, SecretRef, SecretStore};
 
 /// Why the secrets file could not be loaded. The parser's own message is never shown: it can quote the value
 /// it choked on, and that value may be a secret.
@@ -85,17 +85,27 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Whether the file has this name, for configuration checks at load time.
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.load().contains_key(name)
+    }
+}
+
 impl SecretStore for FileStore {
-    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+    fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+        let SecretRef::File(name) = secret else {
+            return Err(SecretError::Missing(secret.to_string()));
+        };
         self.values
             .load()
             .get(name)
             .cloned()
-            .ok_or_else(|| SecretError::Missing(name.to_string()))
+            .ok_or_else(|| SecretError::Missing(name.clone()))
     }
 
-    fn contains(&self, name: &str) -> bool {
-        self.values.load().contains_key(name)
+    fn not_ready(&self) -> Option<String> {
+        None
     }
 }
 
@@ -129,6 +139,10 @@ fn parse(path: &Path, text: &str, required: &[String]) -> Result<HashMap<String,
 mod tests {
     use super::*;
 
+    fn k() -> SecretRef {
+        SecretRef::File("k".into())
+    }
+
     #[test]
     fn parse_error_does_not_quote_the_value() {
         let dir = tempfile::tempdir().unwrap();
@@ -149,12 +163,15 @@ mod tests {
         assert!(!store.refresh().unwrap());
         std::fs::write(&path, "k: two\n").unwrap();
         assert!(store.refresh().unwrap());
-        assert_eq!(store.get("k").unwrap().expose(), "two");
+        assert_eq!(store.get(&k()).unwrap().expose(), "two");
         for broken in ["k: [broken\n", "", "other: x\n"] {
             std::fs::write(&path, broken).unwrap();
             assert!(store.refresh().is_err(), "{broken:?} refused");
-            assert_eq!(store.get("k").unwrap().expose(), "two");
+            assert_eq!(store.get(&k()).unwrap().expose(), "two");
         }
-        assert!(matches!(store.get("nope"), Err(SecretError::Missing(_))));
+        assert!(matches!(
+            store.get(&SecretRef::File("nope".into())),
+            Err(SecretError::Missing(_))
+        ));
     }
 }

@@ -4,6 +4,7 @@
 //! never waits on a file read or a network call to get its secret.
 
 pub mod file;
+pub mod vault;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,20 +37,85 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Where a credential's value lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretRef {
+    /// A name in the secrets file.
+    File(String),
+    /// A key of a Vault KV secret.
+    Vault(VaultRef),
+}
+
+/// `mount`/`path`, field `key`, in a KV v1 or v2 engine (v2 optionally pinned to a version).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VaultRef {
+    pub kv: KvVersion,
+    pub mount: String,
+    pub path: String,
+    pub key: String,
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KvVersion {
+    V1,
+    V2,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(name) => write!(f, "{name}"),
+            Self::Vault(v) => {
+                write!(f, "vault:{}/{}#{}", v.mount, v.path, v.key)?;
+                match v.version {
+                    Some(version) => write!(f, "@{version}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// Why a secret could not be produced. Messages name the secret, never its value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("secret `{0}` is not in the secrets store")]
     Missing(String),
+    #[error("secret `{name}` is unavailable: {reason}")]
+    Unavailable { name: String, reason: String },
 }
 
 /// Where credentials get their real values from.
 pub trait SecretStore: Send + Sync {
-    /// The current value of the named secret, from memory.
-    fn get(&self, name: &str) -> Result<Secret, SecretError>;
+    /// The current value of a secret, from memory: backends refresh in the background.
+    fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError>;
 
-    /// Whether the named secret exists, for configuration checks at load time.
-    fn contains(&self, name: &str) -> bool;
+    /// Why the store cannot serve every configured secret yet, for `/readyz`; `None` when it can.
+    fn not_ready(&self) -> Option<String>;
+}
+
+/// The configured backends behind one store: references are routed to the backend they name.
+pub struct Secrets {
+    pub file: Option<Arc<file::FileStore>>,
+    pub vault: Option<Arc<vault::VaultStore>>,
+}
+
+impl SecretStore for Secrets {
+    fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+        let missing = || SecretError::Unavailable {
+            name: secret.to_string(),
+            reason: "no backend configured".into(),
+        };
+        match secret {
+            SecretRef::File(_) => self.file.as_ref().ok_or_else(missing)?.get(secret),
+            SecretRef::Vault(_) => self.vault.as_ref().ok_or_else(missing)?.get(secret),
+        }
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        self.vault.as_ref().and_then(|v| v.not_ready())
+    }
 }
 
 #[cfg(test)]

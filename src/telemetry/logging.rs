@@ -9,10 +9,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// Level caps that no configuration can lift. The Vault client stack records request arguments and bodies
+/// (tokens, AppRole secret ids, secret values) in its spans and events; h2 and hyper at debug/trace print
+/// frames that can hold the real credential headers Keyward writes.
+const CAPPED: &[&str] = &[
+    "vaultrs=off",
+    "rustify=off",
+    "reqwest=off",
+    "h2=info",
+    "hyper=info",
+    "hyper_util=info",
+];
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KEYWARD_LOG")
+    let mut filter = EnvFilter::try_from_env("KEYWARD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in CAPPED {
+        filter = filter.add_directive(directive.parse().expect("static directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

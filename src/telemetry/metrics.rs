@@ -25,6 +25,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VaultLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
 }
@@ -37,6 +43,8 @@ pub struct Metrics {
     policy_decisions: Family<DecisionLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     policy_reload_ok: Gauge,
+    vault_requests: Family<VaultLabels, Counter>,
+    vault_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,6 +87,18 @@ impl Default for Metrics {
             "1 when the last policy (re)load compiled, 0 when it was refused and the previous policy runs",
             policy_reload_ok.clone(),
         );
+        let vault_requests = Family::<VaultLabels, Counter>::default();
+        registry.register(
+            "vault_requests",
+            "Requests to Vault by operation (login, lookup, renew, read) and result; none happen per proxied request",
+            vault_requests.clone(),
+        );
+        let vault_last_success = Gauge::default();
+        registry.register(
+            "vault_last_refresh_success_timestamp_seconds",
+            "Unix time of the last refresh that read every Vault secret (cache age = now - this)",
+            vault_last_success.clone(),
+        );
         Self {
             registry,
             requests,
@@ -87,6 +107,8 @@ impl Default for Metrics {
             policy_decisions,
             policy_reloads,
             policy_reload_ok,
+            vault_requests,
+            vault_last_success,
         }
     }
 }
@@ -116,6 +138,18 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.policy_reloads.get_or_create(&ResultLabels { result }).inc();
         self.policy_reload_ok.set(i64::from(ok));
+    }
+
+    pub fn vault_request(&self, op: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.vault_requests.get_or_create(&VaultLabels { op, result }).inc();
+    }
+
+    pub fn vault_refreshed(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.vault_last_success.set(now as i64);
     }
 
     /// The Prometheus text exposition.

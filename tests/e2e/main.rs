@@ -9,6 +9,7 @@ mod policy;
 mod routing;
 mod secrets_rotation;
 mod streaming;
+mod vault;
 
 /// Routes shared by most tests. Hosts without a port match the echo server's random port.
 pub fn routes() -> &'static str {

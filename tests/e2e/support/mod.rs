@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod echo;
+pub mod openbao;
 pub mod pki;
 pub mod proxy;
 

@@ -21,9 +21,14 @@ pub struct Proxy {
 
 /// The parts of the configuration every test shares; `extra` (routes, resolve, unmatched...) is appended.
 pub fn config_yaml(extra: &str) -> String {
+    config_with_secrets("", extra)
+}
+
+/// As [`config_yaml`], with `secrets` lines (indented two spaces, e.g. a `vault:` block) added to `secrets:`.
+pub fn config_with_secrets(secrets: &str, extra: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nagent:\n  id: test-agent\n  labels: {{team: sales}}\nca:\n  cert: ca/ca.crt\n  key: ca/ca.key\n\
-         upstream_tls:\n  extra_roots: [\"{}\"]\nsecrets:\n  file: secrets.yaml\n  poll_interval: 100ms\n{extra}",
+         upstream_tls:\n  extra_roots: [\"{}\"]\nsecrets:\n  file: secrets.yaml\n  poll_interval: 100ms\n{secrets}{extra}",
         pki().ca_path.display()
     )
 }
@@ -50,6 +55,15 @@ impl Proxy {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir) -> Self {
+        Self::start(dir, true).await
+    }
+
+    /// Starts the proxy in `dir` without waiting for `/readyz` (for a backend that is not ready yet).
+    pub async fn spawn_unready(dir: tempfile::TempDir) -> Self {
+        Self::start(dir, false).await
+    }
+
+    async fn start(dir: tempfile::TempDir, wait_ready: bool) -> Self {
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "run", "--config"])
             .arg(dir.path().join("keyward.yaml"))
@@ -81,10 +95,12 @@ impl Proxy {
         proxy.addr = fields["proxy_addr"].as_str().unwrap().parse().unwrap();
         proxy.admin = fields["admin_addr"].as_str().unwrap().parse().unwrap();
         let admin = proxy.admin;
-        super::eventually("/readyz 200", Duration::from_secs(10), || {
-            admin_request(admin, "GET", "/readyz").is_ok_and(|(status, _)| status == 200)
-        })
-        .await;
+        if wait_ready {
+            super::eventually("/readyz 200", Duration::from_secs(10), || {
+                admin_request(admin, "GET", "/readyz").is_ok_and(|(status, _)| status == 200)
+            })
+            .await;
+        }
         proxy
     }
 
@@ -119,7 +135,8 @@ impl Proxy {
             if let Some(line) = self.logs().lines().find(|l| l.contains(needle)) {
                 return line.to_string();
             }
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+            let exited = self.child.lock().unwrap().try_wait();
+            if let Ok(Some(status)) = exited {
                 panic!(
                     "keyward exited with {status} before logging {needle:?}:\n{}",
                     self.logs()
@@ -155,7 +172,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap();
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
         let _ = child.kill();
         let _ = child.wait();
         if let Some(reader) = self.reader.take() {
@@ -182,6 +199,11 @@ fn log_file() -> PathBuf {
 
 pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     admin_request(addr, "GET", path).expect("admin endpoint answers")
+}
+
+/// GET that tolerates a server that is not (yet) listening.
+pub fn admin_get_opt(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    admin_request(addr, "GET", path).ok()
 }
 
 /// A minimal blocking HTTP/1.1 request without a body, enough for the admin endpoints.

@@ -1,0 +1,229 @@
+//! The Vault backend: every configured KV secret is fetched at start and refreshed in the background, and
+//! requests read only the in-memory cache, so Vault is never on a request's path.
+//!
+//! While Vault is unreachable, cached values keep serving until they are `max_stale` old; past that, or for a
+//! secret never fetched, requests fail at once with 503 naming the credential. Failed refreshes retry with
+//! exponential backoff (capped at the refresh interval) and jitter.
+
+pub mod auth;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::{KvVersion, Secret, SecretError, SecretRef, SecretStore, VaultRef};
+use crate::telemetry::metrics::Metrics;
+use auth::{Auth, Connection, Session};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connection: Connection,
+    pub auth: Auth,
+    pub refresh_interval: Duration,
+    /// Up to this much is added at random to each wait, so that many sidecars do not refresh in step.
+    pub refresh_jitter: Duration,
+    pub max_stale: Duration,
+}
+
+struct Entry {
+    value: Secret,
+    fetched: Instant,
+}
+
+/// The KV secrets to read: one read per (engine, mount, path, version), however many keys are used from it.
+type Reads = BTreeMap<(KvVersion, String, String, Option<u64>), Vec<VaultRef>>;
+
+pub struct VaultStore {
+    settings: Settings,
+    reads: Reads,
+    cache: RwLock<HashMap<VaultRef, Entry>>,
+    last_error: RwLock<Option<String>>,
+    metrics: Arc<Metrics>,
+}
+
+impl VaultStore {
+    pub fn new(settings: Settings, refs: impl IntoIterator<Item = VaultRef>, metrics: Arc<Metrics>) -> Self {
+        let mut reads = Reads::new();
+        for r in refs {
+            let key = (r.kv, r.mount.clone(), r.path.clone(), r.version);
+            let entry = reads.entry(key).or_default();
+            if !entry.contains(&r) {
+                entry.push(r);
+            }
+        }
+        Self {
+            settings,
+            reads,
+            cache: RwLock::new(HashMap::new()),
+            last_error: RwLock::new(None),
+            metrics,
+        }
+    }
+
+    /// Keeps the cache fresh until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut session: Option<Session> = None;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let wait = match self.refresh(&mut session).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(250);
+                    *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.settings.refresh_interval
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Vault refresh failed; cached secrets keep serving up to max_stale");
+                    *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(self.settings.refresh_interval);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait + jitter(self.settings.refresh_jitter)).await;
+        }
+    }
+
+    async fn refresh(&self, session: &mut Option<Session>) -> Result<(), String> {
+        let report = |op: &'static str, ok: bool| self.metrics.vault_request(op, ok);
+        if let Some(s) = session.as_mut() {
+            if let Err(e) = s.keep_alive(&report).await {
+                tracing::info!(reason = %e, "logging in to Vault again");
+                *session = None;
+            }
+        }
+        if session.is_none() {
+            *session = Some(Session::login(&self.settings.connection, &self.settings.auth, &report).await?);
+            tracing::info!(address = %self.settings.connection.address, "logged in to Vault");
+        }
+        let client = &session.as_ref().expect("set above").client;
+        let mut first_error = None;
+        let mut relogin = false;
+        for ((kv, mount, path, version), refs) in &self.reads {
+            let read = match (kv, version) {
+                (KvVersion::V2, None) => {
+                    vaultrs::kv2::read::<HashMap<String, serde_json::Value>>(client, mount, path).await
+                }
+                (KvVersion::V2, Some(v)) => vaultrs::kv2::read_version(client, mount, path, *v).await,
+                (KvVersion::V1, _) => {
+                    vaultrs::kv1::get::<HashMap<String, serde_json::Value>>(client, mount, path).await
+                }
+            };
+            report("read", read.is_ok());
+            match read {
+                Ok(data) => self.store(refs, &data, &mut first_error),
+                Err(e) => {
+                    first_error.get_or_insert(format!("reading {mount}/{path}: {}", describe(&e)));
+                    if matches!(&e, vaultrs::error::ClientError::APIError { code: 403, .. }) {
+                        // An expired or revoked token: log in afresh next time.
+                        relogin = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if relogin {
+            *session = None;
+        }
+        if first_error.is_none() {
+            self.metrics.vault_refreshed();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn store(&self, refs: &[VaultRef], data: &HashMap<String, serde_json::Value>, first_error: &mut Option<String>) {
+        let now = Instant::now();
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for r in refs {
+            let value = match data.get(&r.key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => {
+                    first_error.get_or_insert(format!("{}/{} has no key `{}`", r.mount, r.path, r.key));
+                    continue;
+                }
+            };
+            let changed = cache.get(r).is_none_or(|e| e.value.expose() != value);
+            if changed && cache.contains_key(r) {
+                tracing::info!(secret = %SecretRef::Vault(r.clone()), "secret value rotated in Vault");
+            }
+            cache.insert(
+                r.clone(),
+                Entry {
+                    value: Secret::new(value),
+                    fetched: now,
+                },
+            );
+        }
+    }
+
+    fn last_error(&self) -> String {
+        self.last_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not fetched yet".into())
+    }
+}
+
+impl SecretStore for VaultStore {
+    fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+        let unavailable = |reason: String| SecretError::Unavailable {
+            name: secret.to_string(),
+            reason,
+        };
+        let SecretRef::Vault(r) = secret else {
+            return Err(unavailable("not a Vault secret".into()));
+        };
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        match cache.get(r) {
+            Some(entry) if entry.fetched.elapsed() <= self.settings.max_stale => Ok(entry.value.clone()),
+            Some(entry) => Err(unavailable(format!(
+                "last fetched {}s ago, over max_stale ({}s); Vault: {}",
+                entry.fetched.elapsed().as_secs(),
+                self.settings.max_stale.as_secs(),
+                self.last_error()
+            ))),
+            None => Err(unavailable(format!(
+                "not fetched from Vault yet ({})",
+                self.last_error()
+            ))),
+        }
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let missing = self.reads.values().flatten().find(|r| !cache.contains_key(*r))?;
+        Some(format!(
+            "waiting for Vault secret {}: {}",
+            SecretRef::Vault(missing.clone()),
+            self.last_error()
+        ))
+    }
+}
+
+/// Vault's own error messages (e.g. "permission denied") and the transport's; never a response body.
+fn describe(e: &vaultrs::error::ClientError) -> String {
+    match e {
+        vaultrs::error::ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        other => {
+            let mut out = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                out.push_str(": ");
+                out.push_str(&s.to_string());
+                source = s.source();
+            }
+            out
+        }
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    max.mul_f64(f64::from(nanos % 1000) / 1000.0)
+}
