@@ -243,3 +243,60 @@ async fn approle_login_renews_and_logs_in_again_when_the_token_runs_out() {
         "AppRole credentials never reach the log"
     );
 }
+
+/// A service-account token for `agents/keyward`, unsigned: OpenBao reads its claims, and the TokenReview
+/// stand-in (not the signature) decides that it is valid.
+const SA_JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwia3ViZXJuZXRlcy5pby9zZXJ2aWNlYWNjb3VudC9uYW1lc3BhY2UiOiJhZ2VudHMiLCJrdWJlcm5ldGVzLmlvL3NlcnZpY2VhY2NvdW50L3NlY3JldC5uYW1lIjoia2V5d2FyZC10b2tlbiIsImt1YmVybmV0ZXMuaW8vc2VydmljZWFjY291bnQvc2VydmljZS1hY2NvdW50Lm5hbWUiOiJrZXl3YXJkIiwia3ViZXJuZXRlcy5pby9zZXJ2aWNlYWNjb3VudC9zZXJ2aWNlLWFjY291bnQudWlkIjoiNWYxYy11aWQiLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YWdlbnRzOmtleXdhcmQifQ.dGVzdC1zaWduYXR1cmU";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_auth_through_a_token_review_stand_in() {
+    let bao = OpenBao::start().await;
+    seed(&bao, V1);
+    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    let policy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/vault/keyward-policy.hcl")).unwrap();
+    bao.cli_stdin(&["policy", "write", "keyward", "-"], &policy);
+    // The same HTTPS server plays the Kubernetes API (TokenReview) and, later, the agent's upstream.
+    let api = Echo::https().await;
+    let ca = std::fs::read_to_string(&crate::support::pki::pki().ca_path).unwrap();
+    bao.cli(&["auth", "enable", "kubernetes"]);
+    bao.cli_stdin(
+        &[
+            "write",
+            "auth/kubernetes/config",
+            &format!("kubernetes_host=https://127.0.0.1:{}", api.port()),
+            "kubernetes_ca_cert=-",
+            "token_reviewer_jwt=reviewer-token",
+            "disable_local_ca_jwt=true",
+        ],
+        &ca,
+    );
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/role/keyward",
+        "bound_service_account_names=keyward",
+        "bound_service_account_namespaces=agents",
+        "token_policies=keyward",
+        "token_ttl=1h",
+    ]);
+    let secrets = format!(
+        "  vault:\n    address: {}\n    auth: {{ kubernetes: {{ role: keyward, jwt_path: sa-token }} }}\n",
+        bao.address()
+    );
+    let dir = workdir(&config_with_secrets(&secrets, ROUTES));
+    std::fs::write(dir.path().join("sa-token"), SA_JWT).unwrap();
+    let proxy = Proxy::spawn_in(dir).await;
+    let review = api.requests();
+    assert_eq!(review.len(), 1, "OpenBao asked the TokenReview API once");
+    assert_eq!(review[0].path, "/apis/authentication.k8s.io/v1/tokenreviews");
+    assert_eq!(review[0].header("authorization"), Some("Bearer reviewer-token"));
+    assert_eq!(call(&proxy, &api, "Authorization: kw-vault-kv2").await.0, 200);
+    assert_eq!(
+        api.requests()[1].header("authorization").unwrap(),
+        format!("Bearer {V1}")
+    );
+    assert_eq!(
+        proxy.metric("keyward_vault_requests_total{op=\"login\",result=\"ok\"}"),
+        1.0
+    );
+}

@@ -4,7 +4,8 @@
 //! answers with header *names* and the path without its query only: reflecting values would hand the real secret back to the agent, which is
 //! what the proxy must never let happen.
 //!
-//! Paths: `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
+//! Paths: `/apis/authentication.k8s.io/v1/tokenreviews` answers as the Kubernetes TokenReview API would for a
+//! valid service-account token; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
 //! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
 
@@ -165,6 +166,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
     };
     match parts.uri.path() {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => token_review(),
         "/sse" => sse(state, query("events").unwrap_or(3)),
         "/bytes" => bytes(query("n").unwrap_or(0)),
         _ => {
@@ -181,6 +183,27 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .unwrap()
         }
     }
+}
+
+/// A Kubernetes TokenReview API stand-in: every token is the `keyward` service account of namespace `agents`
+/// (the test JWT carries the same identity; the reviewer's credential is checked by the test afterwards).
+fn token_review() -> Response<Body> {
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "status": {
+            "authenticated": true,
+            "user": {
+                "username": "system:serviceaccount:agents:keyward",
+                "uid": "5f1c-uid",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:agents"],
+            },
+        },
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(review.to_string())).boxed_unsync())
+        .unwrap()
 }
 
 fn sse(state: Arc<State>, events: u64) -> Response<Body> {
