@@ -154,6 +154,16 @@ impl Credentials {
         plan.used.iter().map(|&i| self.specs[i].name.clone()).collect()
     }
 
+    /// Whether the plan writes any credential at all.
+    pub fn uses_any(&self, plan: &Plan) -> bool {
+        !plan.used.is_empty()
+    }
+
+    /// The secrets a plan writes.
+    pub fn secrets(&self, plan: &Plan) -> Vec<SecretRef> {
+        plan.used.iter().map(|&i| self.specs[i].secret.clone()).collect()
+    }
+
     /// Writes the real values a plan calls for. Nothing is changed unless every secret is available.
     pub fn write(
         &self,
@@ -259,14 +269,14 @@ impl Credentials {
 }
 
 /// A query pair kept byte-for-byte, or one whose value becomes a credential.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum QueryValue {
     Raw(String),
     Credential(usize),
 }
 
 /// What the credential stage will write: decided before any secret is read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Plan {
     headers: Vec<(HeaderName, usize)>,
     /// The whole rebuilt query, when any of it carries a credential.

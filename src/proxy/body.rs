@@ -17,8 +17,42 @@ use hyper::body::Incoming;
 use crate::policy::input::Body as PolicyBody;
 use crate::upstream::{Body, BoxError};
 
+/// A request body on its way upstream: in memory (so it can be sent again) or streamed from the agent.
+pub enum Outgoing {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+impl From<Incoming> for Outgoing {
+    /// An empty body counts as buffered: a GET can always be replayed.
+    fn from(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            Self::Buffered(Bytes::new())
+        } else {
+            Self::Streaming(body.map_err(BoxError::from).boxed_unsync())
+        }
+    }
+}
+
+impl Outgoing {
+    pub fn replayable(&self) -> bool {
+        matches!(self, Self::Buffered(_))
+    }
+
+    /// The body to send now, and the same bytes again for a second attempt when they are in memory.
+    pub fn into_parts(self) -> (Body, Option<Bytes>) {
+        match self {
+            Self::Buffered(bytes) => (
+                Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync(),
+                Some(bytes),
+            ),
+            Self::Streaming(body) => (body, None),
+        }
+    }
+}
+
 /// Returns the body to forward and what the policy may see of it.
-pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Body, PolicyBody), hyper::Error> {
+pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Outgoing, PolicyBody), hyper::Error> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -29,10 +63,7 @@ pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Bo
         .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
     if !is_json || declared.is_some_and(|n| n > limit) || body.is_end_stream() {
         let size = if body.is_end_stream() { Some(0) } else { declared };
-        return Ok((
-            body.map_err(BoxError::from).boxed_unsync(),
-            PolicyBody::Unparsed { size },
-        ));
+        return Ok((Outgoing::from(body), PolicyBody::Unparsed { size }));
     }
     let mut body = body;
     let mut read = BytesMut::new();
@@ -45,7 +76,10 @@ pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Bo
                 prefix: Some(read.freeze()),
                 rest: body,
             };
-            return Ok((forward.boxed_unsync(), PolicyBody::Unparsed { size: declared }));
+            return Ok((
+                Outgoing::Streaming(forward.boxed_unsync()),
+                PolicyBody::Unparsed { size: declared },
+            ));
         }
     }
     let bytes = read.freeze();
@@ -55,7 +89,7 @@ pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Bo
             size: Some(bytes.len() as u64),
         },
     };
-    Ok((Full::new(bytes).map_err(|never| match never {}).boxed_unsync(), seen))
+    Ok((Outgoing::Buffered(bytes), seen))
 }
 
 /// Bytes already read, then the rest of the agent's body.

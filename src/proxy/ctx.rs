@@ -22,6 +22,8 @@ pub struct RequestCtx {
     pub route: Option<String>,
     pub user: Option<String>,
     pub credentials: Vec<String>,
+    /// Second attempts made upstream (after a rejected credential turned out to be rotated).
+    pub retries: u32,
     /// `allow`, `deny`, `shadow_deny` or `error`, once the policy has run.
     decision: Option<(&'static str, String)>,
     error: Option<(&'static str, String)>,
@@ -39,6 +41,7 @@ impl RequestCtx {
             route: None,
             user: None,
             credentials: Vec::new(),
+            retries: 0,
             decision: None,
             error: None,
         }
@@ -92,6 +95,7 @@ impl RequestCtx {
             reason = self.decision.as_ref().map_or("", |(_, r)| r.as_str()),
             credentials = %self.credentials.join(","),
             status = status.as_u16(),
+            retries = self.retries,
             outcome,
             error = self.error.as_ref().map_or("", |(_, m)| m.as_str()),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use http::header::HOST;
 use http::uri::{Authority, Scheme as UriScheme, Uri};
-use http::{Request, Response, Version};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::body::Outgoing;
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -81,20 +82,53 @@ async fn forward(
             }
             body
         }
-        None => body.map_err(Into::into).boxed_unsync(),
+        None => Outgoing::from(body),
     };
+    // What a second attempt needs if the upstream rejects a credential: the request before the swap.
+    let retry = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
+    let refs = state.credentials.secrets(&plan);
     state.credentials.write(plan, &mut parts, &*state.secrets)?;
+    finalize(target, &mut parts)?;
+    let (first, replay) = body.into_parts();
+    let mut response = state
+        .upstream
+        .send(Request::from_parts(parts, first), allow_private)
+        .await?;
+    if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), retry, replay) {
+        if rotated(state, &refs).await {
+            state.credentials.write(plan, &mut parts, &*state.secrets)?;
+            finalize(target, &mut parts)?;
+            ctx.retries += 1;
+            tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
+            let body = Full::new(bytes).map_err(|never| match never {}).boxed_unsync();
+            response = state
+                .upstream
+                .send(Request::from_parts(parts, body), allow_private)
+                .await?;
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+}
+
+/// The rotation race: the cached value went stale between a rotation and the next refresh. Re-reads every
+/// secret the request used; true when any of them changed.
+async fn rotated(state: &ProxyState, refs: &[crate::secrets::SecretRef]) -> bool {
+    let mut changed = false;
+    for r in refs {
+        changed |= state.secrets.reread(r).await;
+    }
+    changed
+}
+
+/// Headers and URI as the upstream must see them.
+fn finalize(target: &Target, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;
-    let response = state
-        .upstream
-        .send(Request::from_parts(parts, body), allow_private)
-        .await?;
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+    Ok(())
 }
 
 /// The user the agent acts for, from the configured header, which never travels upstream.

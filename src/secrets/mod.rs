@@ -93,7 +93,15 @@ pub trait SecretStore: Send + Sync {
 
     /// Why the store cannot serve every configured secret yet, for `/readyz`; `None` when it can.
     fn not_ready(&self) -> Option<String>;
+
+    /// Fetches a secret from its backend now, because an upstream just rejected the cached value; resolves
+    /// to whether the value changed. Only this rare path ever reaches a backend for a request.
+    fn reread<'a>(&'a self, _secret: &'a SecretRef) -> BoxFuture<'a, bool> {
+        Box::pin(async { false })
+    }
 }
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The configured backends behind one store: references are routed to the backend they name.
 pub struct Secrets {
@@ -115,6 +123,25 @@ impl SecretStore for Secrets {
 
     fn not_ready(&self) -> Option<String> {
         self.vault.as_ref().and_then(|v| v.not_ready())
+    }
+
+    fn reread<'a>(&'a self, secret: &'a SecretRef) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let result = match (secret, &self.vault, &self.file) {
+                (SecretRef::Vault(r), Some(vault), _) => vault.reread(r).await,
+                (SecretRef::File(_), _, Some(file)) => {
+                    let file = file.clone();
+                    tokio::task::spawn_blocking(move || file.refresh().map_err(|e| e.to_string()))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                }
+                _ => Ok(false),
+            };
+            result.unwrap_or_else(|e| {
+                tracing::warn!(secret = %secret, error = %e, "re-reading a rejected secret failed");
+                false
+            })
+        })
     }
 }
 

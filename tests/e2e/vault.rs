@@ -300,3 +300,68 @@ async fn kubernetes_auth_through_a_token_review_stand_in() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_401_after_rotation_rereads_vault_and_retries_once() {
+    let bao = OpenBao::start().await;
+    seed(&bao, V1);
+    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    let echo = Echo::https().await;
+    let proxy = proxy(&bao, "    refresh_interval: 1h\n", true).await;
+    let url = format!("https://localhost:{}/guarded", echo.port());
+    let auth = "Authorization: kw-vault-kv2";
+
+    // Rotated in Vault and at the provider; Keyward's cache (refreshed hourly) still holds V1.
+    bao.cli(&["kv", "put", "-mount=secret", "agents/bot", &format!("openai={V2}")]);
+    echo.accept_only(&format!("Bearer {V2}"));
+    let reads = proxy.metric("keyward_vault_requests_total{op=\"read\",result=\"ok\"}");
+    let reply = curl(&proxy, &["-H", auth, &url]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let seen: Vec<String> = echo
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        seen,
+        [format!("Bearer {V1}"), format!("Bearer {V2}")],
+        "one retry, with the rotated value"
+    );
+    assert_eq!(
+        proxy.metric("keyward_vault_requests_total{op=\"read\",result=\"ok\"}"),
+        reads + 1.0,
+        "one re-read"
+    );
+
+    // A 401 that no rotation explains goes back to the agent after the re-read, without a retry.
+    echo.accept_only("Bearer something-else");
+    let reply = curl(&proxy, &["-H", auth, &url]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(echo.requests().len(), 3);
+
+    // A streamed body cannot be replayed: no retry even though the value rotated again.
+    bao.cli(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "agents/bot",
+        "openai=sk-REALSECRET-vault-v3",
+    ]);
+    echo.accept_only("Bearer sk-REALSECRET-vault-v3");
+    let reply = curl(
+        &proxy,
+        &[
+            "-H",
+            auth,
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "streamed",
+            &url,
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(echo.requests().len(), 4);
+    proxy.wait_for_log("retrying once", Duration::from_secs(5)).await;
+}

@@ -36,6 +36,8 @@ type Reads = BTreeMap<(KvVersion, String, String, Option<u64>), Vec<VaultRef>>;
 pub struct VaultStore {
     settings: Settings,
     reads: Reads,
+    /// The logged-in client, shared by the refresher and on-demand re-reads.
+    session: tokio::sync::Mutex<Option<Session>>,
     cache: RwLock<HashMap<VaultRef, Entry>>,
     last_error: RwLock<Option<String>>,
     metrics: Arc<Metrics>,
@@ -54,6 +56,7 @@ impl VaultStore {
         Self {
             settings,
             reads,
+            session: tokio::sync::Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
             last_error: RwLock::new(None),
             metrics,
@@ -62,10 +65,9 @@ impl VaultStore {
 
     /// Keeps the cache fresh until the task is dropped.
     pub async fn run(self: Arc<Self>) {
-        let mut session: Option<Session> = None;
         let mut backoff = Duration::from_millis(250);
         loop {
-            let wait = match self.refresh(&mut session).await {
+            let wait = match self.refresh().await {
                 Ok(()) => {
                     backoff = Duration::from_millis(250);
                     *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = None;
@@ -83,36 +85,16 @@ impl VaultStore {
         }
     }
 
-    async fn refresh(&self, session: &mut Option<Session>) -> Result<(), String> {
-        let report = |op: &'static str, ok: bool| self.metrics.vault_request(op, ok);
-        if let Some(s) = session.as_mut() {
-            if let Err(e) = s.keep_alive(&report).await {
-                tracing::info!(reason = %e, "logging in to Vault again");
-                *session = None;
-            }
-        }
-        if session.is_none() {
-            *session = Some(Session::login(&self.settings.connection, &self.settings.auth, &report).await?);
-            tracing::info!(address = %self.settings.connection.address, "logged in to Vault");
-        }
-        let client = &session.as_ref().expect("set above").client;
+    async fn refresh(&self) -> Result<(), String> {
+        let mut session = self.session.lock().await;
+        let client = self.logged_in(&mut session).await?;
         let mut first_error = None;
         let mut relogin = false;
-        for ((kv, mount, path, version), refs) in &self.reads {
-            let read = match (kv, version) {
-                (KvVersion::V2, None) => {
-                    vaultrs::kv2::read::<HashMap<String, serde_json::Value>>(client, mount, path).await
-                }
-                (KvVersion::V2, Some(v)) => vaultrs::kv2::read_version(client, mount, path, *v).await,
-                (KvVersion::V1, _) => {
-                    vaultrs::kv1::get::<HashMap<String, serde_json::Value>>(client, mount, path).await
-                }
-            };
-            report("read", read.is_ok());
-            match read {
+        for (read, refs) in &self.reads {
+            match self.read(client, read).await {
                 Ok(data) => self.store(refs, &data, &mut first_error),
                 Err(e) => {
-                    first_error.get_or_insert(format!("reading {mount}/{path}: {}", describe(&e)));
+                    first_error.get_or_insert(format!("reading {}/{}: {}", read.1, read.2, describe(&e)));
                     if matches!(&e, vaultrs::error::ClientError::APIError { code: 403, .. }) {
                         // An expired or revoked token: log in afresh next time.
                         relogin = true;
@@ -128,6 +110,59 @@ impl VaultStore {
             self.metrics.vault_refreshed();
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads the secret behind `r` now (an upstream rejected its value); returns whether the value changed.
+    pub async fn reread(&self, r: &VaultRef) -> Result<bool, String> {
+        let key = (r.kv, r.mount.clone(), r.path.clone(), r.version);
+        let refs = self.reads.get(&key).ok_or("not a configured Vault secret")?;
+        let mut session = self.session.lock().await;
+        let client = self.logged_in(&mut session).await?;
+        let before = self.cached(r);
+        let data = self.read(client, &key).await.map_err(|e| describe(&e))?;
+        self.store(refs, &data, &mut None);
+        Ok(self.cached(r) != before)
+    }
+
+    /// The session's client, renewing or logging in first when needed.
+    async fn logged_in<'s>(
+        &self,
+        session: &'s mut Option<Session>,
+    ) -> Result<&'s vaultrs::client::VaultClient, String> {
+        let report = |op: &'static str, ok: bool| self.metrics.vault_request(op, ok);
+        if let Some(s) = session.as_mut() {
+            if let Err(e) = s.keep_alive(&report).await {
+                tracing::info!(reason = %e, "logging in to Vault again");
+                *session = None;
+            }
+        }
+        if session.is_none() {
+            *session = Some(Session::login(&self.settings.connection, &self.settings.auth, &report).await?);
+            tracing::info!(address = %self.settings.connection.address, "logged in to Vault");
+        }
+        Ok(&session.as_ref().expect("set above").client)
+    }
+
+    async fn read(
+        &self,
+        client: &vaultrs::client::VaultClient,
+        (kv, mount, path, version): &(KvVersion, String, String, Option<u64>),
+    ) -> Result<HashMap<String, serde_json::Value>, vaultrs::error::ClientError> {
+        let read = match (kv, version) {
+            (KvVersion::V2, None) => vaultrs::kv2::read(client, mount, path).await,
+            (KvVersion::V2, Some(v)) => vaultrs::kv2::read_version(client, mount, path, *v).await,
+            (KvVersion::V1, _) => vaultrs::kv1::get(client, mount, path).await,
+        };
+        self.metrics.vault_request("read", read.is_ok());
+        read
+    }
+
+    fn cached(&self, r: &VaultRef) -> Option<Secret> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(r)
+            .map(|e| e.value.clone())
     }
 
     fn store(&self, refs: &[VaultRef], data: &HashMap<String, serde_json::Value>, first_error: &mut Option<String>) {

@@ -5,7 +5,8 @@
 //! what the proxy must never let happen.
 //!
 //! Paths: `/apis/authentication.k8s.io/v1/tokenreviews` answers as the Kubernetes TokenReview API would for a
-//! valid service-account token; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
+//! valid service-account token; `/guarded` answers 401 unless the
+//! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
 //! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
 
@@ -64,6 +65,8 @@ impl Received {
 struct State {
     received: Mutex<Vec<Received>>,
     gate: watch::Sender<bool>,
+    /// The `authorization` value `/guarded` accepts.
+    accepted: Mutex<Option<String>>,
 }
 
 pub struct Echo {
@@ -93,6 +96,7 @@ impl Echo {
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
             gate: watch::channel(false).0,
+            accepted: Mutex::new(None),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(super::pki::pki().server.clone());
         let st = state.clone();
@@ -129,6 +133,11 @@ impl Echo {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// From now on `/guarded` answers 401 unless `authorization` is exactly `value`.
+    pub fn accept_only(&self, value: &str) {
+        *self.state.accepted.lock().unwrap() = Some(value.to_string());
+    }
+
     pub fn release_gate(&self) {
         self.state.gate.send_replace(true);
     }
@@ -157,6 +166,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         body_len,
     };
     let header_names: Vec<String> = received.headers.iter().map(|(k, _)| k.clone()).collect();
+    let authorized = {
+        let accepted = state.accepted.lock().unwrap();
+        accepted.is_none() || accepted.as_deref() == received.header("authorization")
+    };
     state.received.lock().unwrap().push(received);
     let query = |key: &str| -> Option<u64> {
         parts
@@ -167,6 +180,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     match parts.uri.path() {
         "/apis/authentication.k8s.io/v1/tokenreviews" => token_review(),
+        "/guarded" if !authorized => Response::builder()
+            .status(401)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"error":"invalid credential"}"#)).boxed_unsync())
+            .unwrap(),
         "/sse" => sse(state, query("events").unwrap_or(3)),
         "/bytes" => bytes(query("n").unwrap_or(0)),
         _ => {
