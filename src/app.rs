@@ -14,6 +14,7 @@ use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
+use crate::secrets::oauth2::OAuth2Store;
 use crate::secrets::vault::VaultStore;
 use crate::secrets::{SecretRef, Secrets};
 use crate::telemetry::metrics::Metrics;
@@ -117,7 +118,8 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         move |stream, _| crate::admin::serve(admin.clone(), stream),
     ));
 
-    let store = secrets(&config, &metrics)?;
+    let upstream = Arc::new(upstream(&config)?);
+    let store = secrets(&config, &metrics, &upstream)?;
     readiness.watch_secrets(store.clone());
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
@@ -132,7 +134,6 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         tokio::spawn(vault.clone().run());
     }
 
-    let upstream = upstream(&config)?;
     let gate = match (&config.policy, policies) {
         (Some(p), Some(policies)) => {
             let m = metrics.clone();
@@ -180,14 +181,15 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
 }
 
 /// The configured secret backends. Refresh tasks are started by the caller.
-fn secrets(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Secrets>, StartError> {
+fn secrets(config: &Config, metrics: &Arc<Metrics>, upstream: &Arc<Upstream>) -> Result<Arc<Secrets>, StartError> {
+    let refs = config.secret_refs();
     let file = match &config.secrets_file {
         Some(path) => {
             let mut store = FileStore::load(path)?;
             config.verify_secrets(&store)?;
-            let used = config.credentials.iter().filter_map(|c| match &c.secret {
+            let used = refs.iter().filter_map(|r| match r {
                 SecretRef::File(name) => Some(name.clone()),
-                SecretRef::Vault(_) => None,
+                _ => None,
             });
             store.require(used.collect());
             Some(Arc::new(store))
@@ -195,13 +197,21 @@ fn secrets(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Secrets>, Star
         None => None,
     };
     let vault = config.vault.as_ref().map(|settings| {
-        let refs = config.credentials.iter().filter_map(|c| match &c.secret {
+        let used = refs.iter().filter_map(|r| match r {
             SecretRef::Vault(v) => Some(v.clone()),
-            SecretRef::File(_) => None,
+            _ => None,
         });
-        Arc::new(VaultStore::new(settings.clone(), refs, metrics.clone()))
+        Arc::new(VaultStore::new(settings.clone(), used, metrics.clone()))
     });
-    Ok(Arc::new(Secrets { file, vault }))
+    let oauth2 = (!config.oauth2.is_empty()).then(|| {
+        Arc::new(OAuth2Store::new(
+            config.oauth2.clone(),
+            upstream.clone(),
+            vault.clone(),
+            metrics.clone(),
+        ))
+    });
+    Ok(Arc::new(Secrets { file, vault, oauth2 }))
 }
 
 fn upstream(config: &Config) -> Result<Upstream, UpstreamError> {

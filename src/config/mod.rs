@@ -42,6 +42,7 @@ pub struct Config {
     pub resolve: HashMap<String, Vec<IpAddr>>,
     pub routes: Vec<Route>,
     pub credentials: Vec<CredentialSpec>,
+    pub oauth2: Vec<crate::secrets::oauth2::Spec>,
     /// Field path of each credential, in the same order, for errors found after loading.
     credential_fields: Vec<String>,
 }
@@ -144,12 +145,40 @@ impl Config {
         }
     }
 
-    /// Every file secret a credential names must exist in the file; the error points at the first one that
-    /// does not. (Vault secrets are checked when fetched.)
+    /// Every secret the configuration reads: credentials' own, and OAuth2 client ids, secrets and refresh
+    /// tokens.
+    pub fn secret_refs(&self) -> Vec<SecretRef> {
+        let mut refs: Vec<SecretRef> = self.credentials.iter().map(|c| c.secret.clone()).collect();
+        for o in &self.oauth2 {
+            refs.push(o.client_id.clone());
+            refs.extend(o.client_secret.clone());
+            refs.extend(o.refresh_token.clone().map(SecretRef::Vault));
+        }
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+
+    /// Every file secret a credential reads (directly or for OAuth2) must exist in the file; the error points
+    /// at the first credential that names a missing one. (Vault secrets are checked when fetched.)
     pub fn verify_secrets(&self, file: &FileStore) -> Result<(), ConfigError> {
         for (spec, field) in self.credentials.iter().zip(&self.credential_fields) {
-            let SecretRef::File(name) = &spec.secret else { continue };
-            if !file.contains(name) {
+            let names: Vec<&String> = match &spec.secret {
+                SecretRef::File(name) => vec![name],
+                SecretRef::OAuth2(name) => self
+                    .oauth2
+                    .iter()
+                    .filter(|o| &o.name == name)
+                    .flat_map(|o| [Some(&o.client_id), o.client_secret.as_ref()])
+                    .flatten()
+                    .filter_map(|r| match r {
+                        SecretRef::File(n) => Some(n),
+                        _ => None,
+                    })
+                    .collect(),
+                SecretRef::Vault(_) => continue,
+            };
+            if let Some(name) = names.into_iter().find(|n| !file.contains(n)) {
                 let path = self.secrets_file.as_deref().unwrap_or(Path::new("?"));
                 let message = format!("no secret named `{name}` in {}", path.display());
                 return Err(locate(

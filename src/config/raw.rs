@@ -257,6 +257,43 @@ pub struct RawVaultRef {
     pub kv: u8,
 }
 
+/// A secret that is either a file name or a Vault key: `{ secret: name }` or `{ vault: {...} }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretSource {
+    pub secret: Option<String>,
+    pub vault: Option<RawVaultRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: String,
+    /// `client_credentials` or `refresh_token`.
+    pub grant: String,
+    pub client_id: RawSecretSource,
+    pub client_secret: Option<RawSecretSource>,
+    /// For the `refresh_token` grant: a Vault KV v2 key (rotations are written back to it).
+    pub refresh_token: Option<RawVaultRef>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `basic` (default) or `body`.
+    #[serde(default = "default_client_auth")]
+    pub client_auth: String,
+    #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn default_client_auth() -> String {
+    "basic".into()
+}
+
+fn default_refresh_before() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_kv_mount() -> String {
     "secret".into()
 }
@@ -304,9 +341,10 @@ pub struct RawRoute {
 pub struct RawCredential {
     pub name: Option<String>,
     pub placeholder: String,
-    /// A name in the secrets file; or use `vault`.
+    /// A name in the secrets file; or use `vault` or `oauth2`.
     pub secret: Option<String>,
     pub vault: Option<RawVaultRef>,
+    pub oauth2: Option<RawOAuth2>,
     pub header: Option<String>,
     pub query: Option<String>,
     #[serde(default = "default_format")]

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawPolicy, RawRoute, RawVault};
+use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRoute, RawVault, RawVaultRef};
 use super::{Config, FieldError, PolicyConfig};
 use crate::credentials::{CredentialSpec, Format};
 use crate::policy::Mode;
 use crate::route::{normalize_host, HostPattern, Route};
-use crate::secrets::{vault, KvVersion, SecretRef, VaultRef};
+use crate::secrets::{oauth2, vault, KvVersion, SecretRef, VaultRef};
 
 /// Headers a credential may not target: hop-by-hop ones are stripped before forwarding, and `host` decides
 /// the destination.
@@ -66,6 +66,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
     let mut routes = Vec::new();
     let mut credentials = Vec::new();
     let mut credential_fields = Vec::new();
+    let mut oauth2 = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -77,7 +78,17 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         }
         for (j, c) in r.credentials.iter().enumerate() {
             let field = format!("{at}.credentials[{j}]");
-            credentials.push(credential(c, &r.name, &field, backends)?);
+            let (spec, oauth) = credential(c, &r.name, &field, backends)?;
+            if let Some(o) = oauth {
+                if oauth2.iter().any(|x: &oauth2::Spec| x.name == o.name) {
+                    return Err(FieldError::new(
+                        format!("{field}.name"),
+                        format!("OAuth2 credential `{}` is defined twice", o.name),
+                    ));
+                }
+                oauth2.push(o);
+            }
+            credentials.push(spec);
             credential_fields.push(field);
         }
         if r.policy.is_some() && policy.is_none() {
@@ -114,6 +125,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
             .collect(),
         routes,
         credentials,
+        oauth2,
         credential_fields,
     })
 }
@@ -273,49 +285,137 @@ fn vault(v: RawVault, base: &Path) -> Result<vault::Settings, FieldError> {
     })
 }
 
-fn secret_ref(c: &RawCredential, field: &dyn Fn(&str) -> String, backends: Backends) -> Result<SecretRef, FieldError> {
-    match (&c.secret, &c.vault) {
+/// A file secret name or a Vault key, whichever of the two is set (`at` is the field holding them).
+fn source(
+    secret: &Option<String>,
+    vault: &Option<RawVaultRef>,
+    at: &dyn Fn(&str) -> String,
+    backends: Backends,
+) -> Result<SecretRef, FieldError> {
+    match (secret, vault) {
         (Some(name), None) => {
             if name.trim().is_empty() {
-                return Err(FieldError::new(field("secret"), "must name a secret"));
+                return Err(FieldError::new(at("secret"), "must name a secret"));
             }
             if !backends.file {
                 return Err(FieldError::new(
-                    field("secret"),
+                    at("secret"),
                     "names a file secret but `secrets.file` is not configured",
                 ));
             }
             Ok(SecretRef::File(name.clone()))
         }
-        (None, Some(v)) => {
-            if !backends.vault {
-                return Err(FieldError::new(field("vault"), "`secrets.vault` is not configured"));
-            }
-            let kv = match (v.kv, v.version) {
-                (2, _) => KvVersion::V2,
-                (1, None) => KvVersion::V1,
-                (1, Some(_)) => return Err(FieldError::new(field("vault.version"), "KV v1 has no versions")),
-                _ => return Err(FieldError::new(field("vault.kv"), "1 or 2")),
-            };
-            if v.path.trim_matches('/').is_empty() || v.key.is_empty() {
-                return Err(FieldError::new(field("vault"), "`path` and `key` must not be empty"));
-            }
-            Ok(SecretRef::Vault(VaultRef {
-                kv,
-                mount: v.mount.trim_matches('/').to_string(),
-                path: v.path.trim_matches('/').to_string(),
-                key: v.key.clone(),
-                version: v.version,
-            }))
-        }
+        (None, Some(v)) => Ok(SecretRef::Vault(vault_ref(v, &at("vault"), backends)?)),
         _ => Err(FieldError::new(
-            field("secret"),
+            at("secret"),
             "set exactly one of `secret` (a file secret) or `vault`",
         )),
     }
 }
 
-fn credential(c: &RawCredential, route: &str, at: &str, backends: Backends) -> Result<CredentialSpec, FieldError> {
+fn vault_ref(v: &RawVaultRef, at: &str, backends: Backends) -> Result<VaultRef, FieldError> {
+    if !backends.vault {
+        return Err(FieldError::new(at, "`secrets.vault` is not configured"));
+    }
+    let kv = match (v.kv, v.version) {
+        (2, _) => KvVersion::V2,
+        (1, None) => KvVersion::V1,
+        (1, Some(_)) => return Err(FieldError::new(format!("{at}.version"), "KV v1 has no versions")),
+        _ => return Err(FieldError::new(format!("{at}.kv"), "1 or 2")),
+    };
+    if v.path.trim_matches('/').is_empty() || v.key.is_empty() {
+        return Err(FieldError::new(at, "`path` and `key` must not be empty"));
+    }
+    Ok(VaultRef {
+        kv,
+        mount: v.mount.trim_matches('/').to_string(),
+        path: v.path.trim_matches('/').to_string(),
+        key: v.key.clone(),
+        version: v.version,
+    })
+}
+
+fn oauth2_spec(name: &str, o: &RawOAuth2, at: &str, backends: Backends) -> Result<oauth2::Spec, FieldError> {
+    let field = |f: &str| format!("{at}.{f}");
+    let token_url: http::Uri = o
+        .token_url
+        .parse()
+        .map_err(|_| FieldError::new(field("token_url"), "not a URL"))?;
+    if !matches!(token_url.scheme_str(), Some("https" | "http")) || token_url.host().is_none() {
+        return Err(FieldError::new(field("token_url"), "expected an https:// URL"));
+    }
+    let grant = match o.grant.as_str() {
+        "client_credentials" => oauth2::Grant::ClientCredentials,
+        "refresh_token" => oauth2::Grant::RefreshToken,
+        other => {
+            return Err(FieldError::new(
+                field("grant"),
+                format!("`{other}`: use client_credentials or refresh_token"),
+            ))
+        }
+    };
+    let client_auth = match o.client_auth.as_str() {
+        "basic" => oauth2::ClientAuth::Basic,
+        "body" => oauth2::ClientAuth::Body,
+        other => {
+            return Err(FieldError::new(
+                field("client_auth"),
+                format!("`{other}`: use basic or body"),
+            ))
+        }
+    };
+    let refresh_token = match (grant, &o.refresh_token) {
+        (oauth2::Grant::RefreshToken, Some(v)) => {
+            let r = vault_ref(v, &field("refresh_token"), backends)?;
+            if r.kv != KvVersion::V2 || r.version.is_some() {
+                return Err(FieldError::new(
+                    field("refresh_token"),
+                    "must be an unpinned KV v2 key, so rotations can be written back",
+                ));
+            }
+            Some(r)
+        }
+        (oauth2::Grant::RefreshToken, None) => {
+            return Err(FieldError::new(
+                field("refresh_token"),
+                "the refresh_token grant needs a Vault key for the token",
+            ))
+        }
+        (oauth2::Grant::ClientCredentials, Some(_)) => {
+            return Err(FieldError::new(field("refresh_token"), "only for grant: refresh_token"))
+        }
+        (oauth2::Grant::ClientCredentials, None) => None,
+    };
+    let source_at = |which: &'static str| move |f: &str| format!("{at}.{which}.{f}");
+    Ok(oauth2::Spec {
+        name: name.to_string(),
+        token_url,
+        grant,
+        client_id: source(
+            &o.client_id.secret,
+            &o.client_id.vault,
+            &source_at("client_id"),
+            backends,
+        )?,
+        client_secret: o
+            .client_secret
+            .as_ref()
+            .map(|s| source(&s.secret, &s.vault, &source_at("client_secret"), backends))
+            .transpose()?,
+        refresh_token,
+        scopes: o.scopes.clone(),
+        client_auth,
+        refresh_before: o.refresh_before,
+        allow_private: o.allow_private,
+    })
+}
+
+fn credential(
+    c: &RawCredential,
+    route: &str,
+    at: &str,
+    backends: Backends,
+) -> Result<(CredentialSpec, Option<oauth2::Spec>), FieldError> {
     let field = |f: &str| format!("{at}.{f}");
     if c.placeholder.len() < 8 || c.placeholder.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(FieldError::new(
@@ -323,7 +423,23 @@ fn credential(c: &RawCredential, route: &str, at: &str, backends: Backends) -> R
             "at least 8 characters, no whitespace",
         ));
     }
-    let secret = secret_ref(c, &field, backends)?;
+    let (secret, oauth) = match &c.oauth2 {
+        Some(o) if c.secret.is_none() && c.vault.is_none() => {
+            let name = c
+                .name
+                .clone()
+                .ok_or_else(|| FieldError::new(field("name"), "an OAuth2 credential needs a name"))?;
+            let spec = oauth2_spec(&name, o, &field("oauth2"), backends)?;
+            (SecretRef::OAuth2(name), Some(spec))
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                field("oauth2"),
+                "set only one of `secret`, `vault` or `oauth2`",
+            ))
+        }
+        None => (source(&c.secret, &c.vault, &field, backends)?, None),
+    };
     let header = match &c.header {
         None => None,
         Some(h) => {
@@ -348,9 +464,9 @@ fn credential(c: &RawCredential, route: &str, at: &str, backends: Backends) -> R
         ));
     }
     let format = Format::parse(&c.format).map_err(|m| FieldError::new(field("format"), m))?;
-    Ok(CredentialSpec {
+    let spec = CredentialSpec {
         name: c.name.clone().unwrap_or_else(|| match &secret {
-            SecretRef::File(name) => name.clone(),
+            SecretRef::File(name) | SecretRef::OAuth2(name) => name.clone(),
             SecretRef::Vault(v) => format!("{}#{}", v.path, v.key),
         }),
         route: route.to_string(),
@@ -360,7 +476,8 @@ fn credential(c: &RawCredential, route: &str, at: &str, backends: Backends) -> R
         query: c.query.clone(),
         format,
         inject: c.inject,
-    })
+    };
+    Ok((spec, oauth))
 }
 
 /// A placeholder must identify exactly one credential, so none may contain another.

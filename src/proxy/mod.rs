@@ -28,7 +28,7 @@ pub struct ProxyState {
     pub routes: RouteTable,
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     pub leaves: LeafCache,
     pub unmatched: Unmatched,
     pub unmatched_allow_private: bool,

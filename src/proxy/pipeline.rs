@@ -87,6 +87,7 @@ async fn forward(
     // What a second attempt needs if the upstream rejects a credential: the request before the swap.
     let retry = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
+    state.secrets.prepare(&refs).await;
     state.credentials.write(plan, &mut parts, &*state.secrets)?;
     finalize(target, &mut parts)?;
     let (first, replay) = body.into_parts();

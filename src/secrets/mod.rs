@@ -4,6 +4,7 @@
 //! never waits on a file read or a network call to get its secret.
 
 pub mod file;
+pub mod oauth2;
 pub mod vault;
 
 use std::fmt;
@@ -44,6 +45,8 @@ pub enum SecretRef {
     File(String),
     /// A key of a Vault KV secret.
     Vault(VaultRef),
+    /// The current access token of the named OAuth2 credential.
+    OAuth2(String),
 }
 
 /// `mount`/`path`, field `key`, in a KV v1 or v2 engine (v2 optionally pinned to a version).
@@ -66,6 +69,7 @@ impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File(name) => write!(f, "{name}"),
+            Self::OAuth2(name) => write!(f, "oauth2:{name}"),
             Self::Vault(v) => {
                 write!(f, "vault:{}/{}#{}", v.mount, v.path, v.key)?;
                 match v.version {
@@ -99,6 +103,12 @@ pub trait SecretStore: Send + Sync {
     fn reread<'a>(&'a self, _secret: &'a SecretRef) -> BoxFuture<'a, bool> {
         Box::pin(async { false })
     }
+
+    /// Makes sure values that are fetched on demand (OAuth2 access tokens) are fresh before `get`. Failures
+    /// are not returned here: `get` reports them, naming the credential.
+    fn prepare<'a>(&'a self, _secrets: &'a [SecretRef]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -107,6 +117,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub struct Secrets {
     pub file: Option<Arc<file::FileStore>>,
     pub vault: Option<Arc<vault::VaultStore>>,
+    pub oauth2: Option<Arc<oauth2::OAuth2Store>>,
 }
 
 impl SecretStore for Secrets {
@@ -118,6 +129,7 @@ impl SecretStore for Secrets {
         match secret {
             SecretRef::File(_) => self.file.as_ref().ok_or_else(missing)?.get(secret),
             SecretRef::Vault(_) => self.vault.as_ref().ok_or_else(missing)?.get(secret),
+            SecretRef::OAuth2(_) => self.oauth2.as_ref().ok_or_else(missing)?.get(secret),
         }
     }
 
@@ -141,6 +153,17 @@ impl SecretStore for Secrets {
                 tracing::warn!(secret = %secret, error = %e, "re-reading a rejected secret failed");
                 false
             })
+        })
+    }
+
+    fn prepare<'a>(&'a self, secrets: &'a [SecretRef]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(oauth2) = &self.oauth2 else { return };
+            for secret in secrets {
+                if let SecretRef::OAuth2(name) = secret {
+                    oauth2.ensure_fresh(name, self).await;
+                }
+            }
         })
     }
 }

@@ -31,6 +31,12 @@ struct VaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    credential: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
 }
@@ -45,6 +51,7 @@ pub struct Metrics {
     policy_reload_ok: Gauge,
     vault_requests: Family<VaultLabels, Counter>,
     vault_last_success: Gauge,
+    oauth2_refreshes: Family<RefreshLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +106,12 @@ impl Default for Metrics {
             "Unix time of the last refresh that read every Vault secret (cache age = now - this)",
             vault_last_success.clone(),
         );
+        let oauth2_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "oauth2_refreshes",
+            "OAuth2 token refreshes by credential and result: ok, or the failure reason (connect, http_4xx, http_5xx, invalid_response, secret_unavailable, write_back)",
+            oauth2_refreshes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -109,6 +122,7 @@ impl Default for Metrics {
             policy_reload_ok,
             vault_requests,
             vault_last_success,
+            oauth2_refreshes,
         }
     }
 }
@@ -150,6 +164,15 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.vault_last_success.set(now as i64);
+    }
+
+    pub fn oauth2_refresh(&self, credential: &str, result: &'static str) {
+        self.oauth2_refreshes
+            .get_or_create(&RefreshLabels {
+                credential: credential.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

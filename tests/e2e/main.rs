@@ -5,6 +5,7 @@ mod support;
 mod agents;
 mod cli;
 mod config_errors;
+mod oauth2;
 mod policy;
 mod routing;
 mod secrets_rotation;

@@ -124,6 +124,30 @@ impl VaultStore {
         Ok(self.cached(r) != before)
     }
 
+    /// Writes `value` as `r`'s key in a new version of its KV v2 secret, keeping the secret's other keys.
+    pub async fn write_back(&self, r: &VaultRef, value: &str) -> Result<(), String> {
+        if r.kv != KvVersion::V2 {
+            return Err("write-back needs a KV v2 secret".into());
+        }
+        let mut session = self.session.lock().await;
+        let client = self.logged_in(&mut session).await?;
+        let mut data: HashMap<String, serde_json::Value> =
+            vaultrs::kv2::read(client, &r.mount, &r.path).await.unwrap_or_default();
+        data.insert(r.key.clone(), serde_json::Value::String(value.to_string()));
+        let written = vaultrs::kv2::set(client, &r.mount, &r.path, &data).await;
+        self.metrics.vault_request("write", written.is_ok());
+        written.map_err(|e| format!("writing {}/{}: {}", r.mount, r.path, describe(&e)))?;
+        let now = Instant::now();
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(
+            r.clone(),
+            Entry {
+                value: Secret::new(value),
+                fetched: now,
+            },
+        );
+        Ok(())
+    }
+
     /// The session's client, renewing or logging in first when needed.
     async fn logged_in<'s>(
         &self,

@@ -5,7 +5,8 @@
 //! what the proxy must never let happen.
 //!
 //! Paths: `/apis/authentication.k8s.io/v1/tokenreviews` answers as the Kubernetes TokenReview API would for a
-//! valid service-account token; `/guarded` answers 401 unless the
+//! valid service-account token; `/oauth/token` is a fake OAuth2 token
+//! endpoint; `/guarded` answers 401 unless the
 //! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
 //! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
@@ -33,6 +34,8 @@ pub struct Received {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The body as text when it is small (form posts, JSON); empty for large bodies.
+    pub body: String,
 }
 
 /// Assertion messages print requests; real secret values in them are masked so test output stays clean too.
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Received {
             .field("version", &self.version)
             .field("headers", &headers)
             .field("body_len", &self.body_len)
+            .field("body", &mask(&self.body))
             .finish()
     }
 }
@@ -67,6 +71,14 @@ struct State {
     gate: watch::Sender<bool>,
     /// The `authorization` value `/guarded` accepts.
     accepted: Mutex<Option<String>>,
+    oauth: Mutex<OAuth>,
+}
+
+/// The fake OAuth2 token endpoint's behaviour and the tokens it issued.
+struct OAuth {
+    issued: u64,
+    expires_in: u64,
+    failing: bool,
 }
 
 pub struct Echo {
@@ -97,6 +109,11 @@ impl Echo {
             received: Mutex::new(Vec::new()),
             gate: watch::channel(false).0,
             accepted: Mutex::new(None),
+            oauth: Mutex::new(OAuth {
+                issued: 0,
+                expires_in: 3600,
+                failing: false,
+            }),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(super::pki::pki().server.clone());
         let st = state.clone();
@@ -138,6 +155,24 @@ impl Echo {
         *self.state.accepted.lock().unwrap() = Some(value.to_string());
     }
 
+    /// Lifetime (`expires_in`) of the access tokens `/oauth/token` issues from now on.
+    pub fn token_lifetime(&self, seconds: u64) {
+        self.state.oauth.lock().unwrap().expires_in = seconds;
+    }
+
+    /// While true, `/oauth/token` answers 503.
+    pub fn token_endpoint_failing(&self, failing: bool) {
+        self.state.oauth.lock().unwrap().failing = failing;
+    }
+
+    /// Requests received by the token endpoint.
+    pub fn token_requests(&self) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/oauth/token")
+            .collect()
+    }
+
     pub fn release_gate(&self) {
         self.state.gate.send_replace(true);
     }
@@ -147,13 +182,26 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut body_len = 0u64;
+    let mut small = Vec::new();
     let mut body = body;
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    body_len += d.len() as u64;
+                    if small.len() < 64 * 1024 {
+                        small.extend_from_slice(d);
+                    }
+                }
+            }
             Err(_) => break,
         }
     }
+    let body_text = if body_len <= 64 * 1024 {
+        String::from_utf8_lossy(&small).into_owned()
+    } else {
+        String::new()
+    };
     let received = Received {
         method: parts.method.to_string(),
         path: path.clone(),
@@ -164,6 +212,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body_len,
+        body: body_text,
     };
     let header_names: Vec<String> = received.headers.iter().map(|(k, _)| k.clone()).collect();
     let authorized = {
@@ -180,6 +229,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     match parts.uri.path() {
         "/apis/authentication.k8s.io/v1/tokenreviews" => token_review(),
+        "/oauth/token" => {
+            let form = state.received.lock().unwrap().last().unwrap().body.clone();
+            oauth_token(&state, &form)
+        }
         "/guarded" if !authorized => Response::builder()
             .status(401)
             .header("content-type", "application/json")
@@ -201,6 +254,33 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .unwrap()
         }
     }
+}
+
+/// A fake OAuth2 token endpoint: numbered access tokens; for the refresh_token grant, a rotated refresh token
+/// with every answer.
+fn oauth_token(state: &State, form: &str) -> Response<Body> {
+    let mut oauth = state.oauth.lock().unwrap();
+    let json = |status: u16, v: serde_json::Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
+            .unwrap()
+    };
+    if oauth.failing {
+        return json(503, serde_json::json!({"error": "temporarily_unavailable"}));
+    }
+    oauth.issued += 1;
+    let n = oauth.issued;
+    let mut answer = serde_json::json!({
+        "access_token": format!("at-REALSECRET-{n}"),
+        "token_type": "Bearer",
+        "expires_in": oauth.expires_in,
+    });
+    if form.contains("grant_type=refresh_token") {
+        answer["refresh_token"] = format!("rt-REALSECRET-{n}").into();
+    }
+    json(200, answer)
 }
 
 /// A Kubernetes TokenReview API stand-in: every token is the `keyward` service account of namespace `agents`

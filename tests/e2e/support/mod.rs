@@ -19,6 +19,8 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("org_id", "org-REALSECRET-81b2"),
     ("maps_key", "key REALSECRET&maps=33"),
     ("github_token", "ghp_REALSECRET_9f8e7d"),
+    ("oauth_client_id", "keyward-agent"),
+    ("oauth_client_secret", "cs-REALSECRET-42"),
 ];
 
 pub fn secret(name: &str) -> &'static str {
