@@ -14,7 +14,8 @@ const V2: &str = "sk-REALSECRET-vault-v2-2c3d";
 const KV1: &str = "kv1-REALSECRET-77e1";
 
 /// Routes on the echo upstream whose credentials come from Vault: `kw-vault-kv2` from KV v2 `agents/bot`,
-/// `kw-vault-kv1` from KV v1 `kv1/agents/bot`, `kw-vault-later` from a path seeded only by some tests.
+/// `kw-vault-pinned` from its version 1, `kw-vault-kv1` from KV v1 `kv1/agents/bot`, `kw-vault-later` from a
+/// path seeded only by some tests.
 const ROUTES: &str = r#"
 routes:
   - name: echo
@@ -30,6 +31,10 @@ routes:
         placeholder: kw-vault-kv1
         vault: { kv: 1, mount: kv1, path: agents/bot, key: token }
         header: X-Legacy-Key
+      - name: pinned
+        placeholder: kw-vault-pinned
+        vault: { path: agents/bot, key: openai, version: 1 }
+        header: X-Pinned-Key
       - name: later
         placeholder: kw-vault-later
         vault: { path: agents/later, key: token }
@@ -123,6 +128,12 @@ async fn a_value_rotated_in_vault_is_used_within_the_refresh_interval() {
     assert_eq!(
         echo.requests().last().unwrap().header("authorization").unwrap(),
         format!("Bearer {V2}")
+    );
+    assert_eq!(call(&proxy, &echo, "X-Pinned-Key: kw-vault-pinned").await.0, 200);
+    assert_eq!(
+        echo.requests().last().unwrap().header("x-pinned-key").unwrap(),
+        V1,
+        "a pinned version does not move"
     );
 }
 
