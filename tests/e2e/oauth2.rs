@@ -11,7 +11,9 @@ use crate::support::openbao::{OpenBao, ROOT_TOKEN};
 use crate::support::proxy::{config_with_secrets, workdir, Proxy};
 use crate::support::secret;
 
-fn client_credentials_routes(echo: &Echo) -> String {
+/// One route on the echo upstream with an OAuth2 credential `crm` against the echo's token endpoint;
+/// `grant` holds the grant-specific `oauth2:` lines (indented ten spaces).
+fn oauth_routes(echo: &Echo, grant: &str) -> String {
     format!(
         r#"
 routes:
@@ -25,14 +27,17 @@ routes:
         format: "Bearer {{secret}}"
         oauth2:
           token_url: https://localhost:{port}/oauth/token
-          grant: client_credentials
-          client_id: {{ secret: oauth_client_id }}
-          client_secret: {{ secret: oauth_client_secret }}
-          scopes: [api, read]
           refresh_before: 30s
           allow_private: true
-"#,
+{grant}"#,
         port = echo.port()
+    )
+}
+
+fn client_credentials_routes(echo: &Echo) -> String {
+    oauth_routes(
+        echo,
+        "          grant: client_credentials\n          client_id: { secret: oauth_client_id }\n          client_secret: { secret: oauth_client_secret }\n          scopes: [api, read]\n",
     )
 }
 
@@ -167,28 +172,9 @@ async fn rotated_refresh_tokens_are_written_back_to_vault_before_use() {
     let echo = Echo::https().await;
     // Every token is due at once (lifetime = refresh_before), so each request refreshes and rotates.
     echo.token_lifetime(30);
-    let routes = format!(
-        r#"
-routes:
-  - name: echo
-    hosts: ["localhost"]
-    allow_private: true
-    credentials:
-      - name: crm
-        placeholder: kw-placeholder-crm
-        header: Authorization
-        format: "Bearer {{secret}}"
-        oauth2:
-          token_url: https://localhost:{port}/oauth/token
-          grant: refresh_token
-          client_auth: body
-          client_id: {{ vault: {{ path: oauth/crm, key: client_id }} }}
-          client_secret: {{ vault: {{ path: oauth/crm, key: client_secret }} }}
-          refresh_token: {{ path: oauth/crm, key: refresh_token }}
-          refresh_before: 30s
-          allow_private: true
-"#,
-        port = echo.port()
+    let routes = oauth_routes(
+        &echo,
+        "          grant: refresh_token\n          client_auth: body\n          client_id: { vault: { path: oauth/crm, key: client_id } }\n          client_secret: { vault: { path: oauth/crm, key: client_secret } }\n          refresh_token: { path: oauth/crm, key: refresh_token }\n",
     );
     let secrets = format!(
         "  vault:\n    address: {}\n    auth: {{ token: {{ file: vault-token }} }}\n    refresh_interval: 1h\n",

@@ -41,6 +41,19 @@ routes:
         header: X-Later-Key
 "#;
 
+/// Seeds every secret `ROUTES` reads, the optional `agents/later` included.
+fn seed_all(bao: &OpenBao, openai: &str) {
+    seed(bao, openai);
+    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+}
+
+/// Installs deploy/vault/keyward-policy.hcl as policy `keyward`: the tests use the policy we ship.
+fn install_policy(bao: &OpenBao) {
+    let policy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/vault/keyward-policy.hcl")).unwrap();
+    bao.cli_stdin(&["policy", "write", "keyward", "-"], &policy);
+}
+
 fn seed(bao: &OpenBao, openai: &str) {
     bao.cli(&["kv", "put", "-mount=secret", "agents/bot", &format!("openai={openai}")]);
     if !bao.cli(&["secrets", "list"]).contains("kv1/") {
@@ -89,8 +102,7 @@ fn vault_calls(proxy: &Proxy) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn kv2_and_kv1_secrets_are_swapped_in_with_no_vault_call_per_request() {
     let bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    seed_all(&bao, V1);
     let echo = Echo::https().await;
     let proxy = proxy(&bao, "    refresh_interval: 1h\n", true).await;
     let before = vault_calls(&proxy);
@@ -110,8 +122,7 @@ async fn kv2_and_kv1_secrets_are_swapped_in_with_no_vault_call_per_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_value_rotated_in_vault_is_used_within_the_refresh_interval() {
     let bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    seed_all(&bao, V1);
     let echo = Echo::https().await;
     let proxy = proxy(&bao, "    refresh_interval: 300ms\n    max_stale: 1h\n", true).await;
     assert_eq!(call(&proxy, &echo, "Authorization: kw-vault-kv2").await.0, 200);
@@ -177,8 +188,7 @@ async fn outage_serves_cached_secrets_fails_fast_for_uncached_and_recovers() {
     );
 
     bao.restart().await;
-    seed(&bao, V2);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    seed_all(&bao, V2);
     crate::support::eventually("ready after Vault returns", Duration::from_secs(15), || {
         proxy.admin_get("/readyz").0 == 200
     })
@@ -194,8 +204,7 @@ async fn outage_serves_cached_secrets_fails_fast_for_uncached_and_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn past_max_stale_cached_secrets_fail_fast_too() {
     let mut bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    seed_all(&bao, V1);
     let echo = Echo::https().await;
     let proxy = proxy(&bao, "    refresh_interval: 200ms\n    max_stale: 1s\n", true).await;
     assert_eq!(call(&proxy, &echo, "Authorization: kw-vault-kv2").await.0, 200);
@@ -215,11 +224,8 @@ async fn past_max_stale_cached_secrets_fail_fast_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn approle_login_renews_and_logs_in_again_when_the_token_runs_out() {
     let bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
-    let policy =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/vault/keyward-policy.hcl")).unwrap();
-    bao.cli_stdin(&["policy", "write", "keyward", "-"], &policy);
+    seed_all(&bao, V1);
+    install_policy(&bao);
     bao.cli(&["auth", "enable", "approle"]);
     // Short tokens: renewed at 2/3 of the 3 s TTL, and unable to outlive 5 s, which forces new logins.
     bao.cli(&[
@@ -262,11 +268,8 @@ const SA_JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJrdWJlcm5ld
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_auth_through_a_token_review_stand_in() {
     let bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
-    let policy =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/vault/keyward-policy.hcl")).unwrap();
-    bao.cli_stdin(&["policy", "write", "keyward", "-"], &policy);
+    seed_all(&bao, V1);
+    install_policy(&bao);
     // The same HTTPS server plays the Kubernetes API (TokenReview) and, later, the agent's upstream.
     let api = Echo::https().await;
     let ca = std::fs::read_to_string(&crate::support::pki::pki().ca_path).unwrap();
@@ -315,8 +318,7 @@ async fn kubernetes_auth_through_a_token_review_stand_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_401_after_rotation_rereads_vault_and_retries_once() {
     let bao = OpenBao::start().await;
-    seed(&bao, V1);
-    bao.cli(&["kv", "put", "-mount=secret", "agents/later", "token=x-REALSECRET-later"]);
+    seed_all(&bao, V1);
     let echo = Echo::https().await;
     let proxy = proxy(&bao, "    refresh_interval: 1h\n", true).await;
     let url = format!("https://localhost:{}/guarded", echo.port());
