@@ -12,6 +12,7 @@ use crate::credentials::Credentials;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
+use crate::ratelimit::RateLimits;
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
 use crate::secrets::oauth2::OAuth2Store;
@@ -154,6 +155,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         },
         user_header: config.user_header.clone(),
         policy: gate,
+        rate_limits: RateLimits::new(config.agent_rate_limit.clone(), config.route_rate_limits.clone()),
         upstream,
         leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,
@@ -164,6 +166,16 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         secrets: store,
         metrics,
     });
+    if !state.rate_limits.is_empty() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                state.rate_limits.evict();
+            }
+        });
+    }
     let proxy_listener = bind(config.listen).await?;
     tracing::info!(
         proxy_addr = %local(&proxy_listener),

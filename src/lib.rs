@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod listener;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route;
 pub mod secrets;
 pub mod telemetry;

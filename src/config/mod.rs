@@ -30,6 +30,8 @@ pub struct Config {
     pub agent_labels: std::collections::BTreeMap<String, String>,
     pub user_header: http::HeaderName,
     pub policy: Option<PolicyConfig>,
+    pub agent_rate_limit: Option<crate::ratelimit::Limit>,
+    pub route_rate_limits: Vec<(String, crate::ratelimit::Limit)>,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub extra_roots: Vec<PathBuf>,

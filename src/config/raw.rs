@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub secrets: RawSecrets,
     pub policy: Option<RawPolicy>,
+    /// Agent-wide, across routes.
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub unmatched: Unmatched,
     #[serde(default)]
@@ -332,6 +334,7 @@ pub struct RawRoute {
     pub allow_plain_http: bool,
     /// Policy entry point for this route instead of `policy.entrypoint`.
     pub policy: Option<String>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
 }
@@ -355,6 +358,26 @@ pub struct RawCredential {
 
 fn default_format() -> String {
     "{secret}".into()
+}
+
+/// `{ per_minute: 600, burst: 60 }`: exactly one of per_second / per_minute / per_hour.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    /// Requests allowed at once before the rate applies; defaults to the rate itself.
+    pub burst: Option<u32>,
+    /// One bucket per user the agent acts for (`agent.user_header`) instead of one for the agent.
+    #[serde(default)]
+    pub per_user: bool,
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_max_keys() -> usize {
+    10_000
 }
 
 /// When a credential is written into a request.

@@ -6,12 +6,17 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use super::raw::{Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRoute, RawVault, RawVaultRef};
+use super::raw::{
+    Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawVault, RawVaultRef,
+};
 use super::{Config, FieldError, PolicyConfig};
 use crate::credentials::{CredentialSpec, Format};
 use crate::policy::Mode;
+use crate::ratelimit;
 use crate::route::{normalize_host, HostPattern, Route};
 use crate::secrets::{oauth2, vault, KvVersion, SecretRef, VaultRef};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 /// Headers a credential may not target: hop-by-hop ones are stripped before forwarding, and `host` decides
 /// the destination.
@@ -48,6 +53,12 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
     let user_header = HeaderName::try_from(raw.agent.user_header.as_str())
         .map_err(|_| FieldError::new("agent.user_header", "not a valid header name"))?;
     let policy = raw.policy.map(|p| policy(p, base)).transpose()?;
+    let agent_rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .map(|l| rate_limit(l, "rate_limit"))
+        .transpose()?;
+    let mut route_rate_limits = Vec::new();
     let secrets_file = raw.secrets.file.map(|f| base.join(f));
     let vault = raw.secrets.vault.map(|v| vault(v, base)).transpose()?;
     if secrets_file.is_none() && vault.is_none() {
@@ -97,6 +108,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
                 "names an entry point but no `policy:` is configured",
             ));
         }
+        if let Some(l) = &r.rate_limit {
+            route_rate_limits.push((r.name.clone(), rate_limit(l, &format!("{at}.rate_limit"))?));
+        }
         routes.push(route(r, &at)?);
     }
     check_placeholders(&credentials, &credential_fields)?;
@@ -109,6 +123,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         agent_labels: raw.agent.labels,
         user_header,
         policy,
+        agent_rate_limit,
+        route_rate_limits,
         ca_cert: base.join(raw.ca.cert),
         ca_key: base.join(raw.ca.key),
         extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
@@ -189,6 +205,35 @@ fn policy(p: RawPolicy, base: &Path) -> Result<PolicyConfig, FieldError> {
         body_limit: p.body_limit,
         timezone,
         poll_interval: p.poll_interval,
+    })
+}
+
+fn rate_limit(l: &RawRateLimit, at: &str) -> Result<ratelimit::Limit, FieldError> {
+    let (rate, per) = match (l.per_second, l.per_minute, l.per_hour) {
+        (Some(n), None, None) => (n, Duration::from_secs(1)),
+        (None, Some(n), None) => (n, Duration::from_secs(60)),
+        (None, None, Some(n)) => (n, Duration::from_secs(3600)),
+        _ => {
+            return Err(FieldError::new(
+                at,
+                "set exactly one of per_second, per_minute or per_hour",
+            ))
+        }
+    };
+    let rate = NonZeroU32::new(rate).ok_or_else(|| FieldError::new(at, "the rate must be at least 1"))?;
+    let burst = match l.burst {
+        None => rate,
+        Some(b) => NonZeroU32::new(b).ok_or_else(|| FieldError::new(format!("{at}.burst"), "must be at least 1"))?,
+    };
+    if l.max_keys == 0 {
+        return Err(FieldError::new(format!("{at}.max_keys"), "must be at least 1"));
+    }
+    Ok(ratelimit::Limit {
+        rate,
+        per,
+        burst,
+        per_user: l.per_user,
+        max_keys: l.max_keys,
     })
 }
 

@@ -18,6 +18,11 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("denied by policy: {reason}")]
     PolicyDenied { reason: String },
+    #[error("{scope} rate limit exceeded; retry in {}s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        scope: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(transparent)]
@@ -33,6 +38,7 @@ impl ProxyError {
             Self::HostMismatch { .. } => (S::FORBIDDEN, "host_mismatch"),
             Self::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
             Self::PolicyDenied { .. } => (S::FORBIDDEN, "policy_denied"),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Swap(e) => match e {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
@@ -59,8 +65,11 @@ impl ProxyError {
             body["reason"] = reason.as_str().into();
             body["decision_id"] = request_id.into();
         }
-        Response::builder()
-            .status(status)
+        let mut builder = Response::builder().status(status);
+        if let Self::RateLimited { retry_after, .. } = self {
+            builder = builder.header(header::RETRY_AFTER, retry_after_secs(*retry_after));
+        }
+        builder
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-keyward-error", code)
             .body(
@@ -70,4 +79,9 @@ impl ProxyError {
             )
             .expect("static status and headers are valid")
     }
+}
+
+/// Whole seconds for `Retry-After`, rounded up so that a client that waits that long is let through.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

@@ -25,6 +25,7 @@ pub struct ProxyState {
     pub user_header: http::HeaderName,
     /// `None` when no policy is configured: every request a route matches is allowed.
     pub policy: Option<PolicyGate>,
+    pub rate_limits: crate::ratelimit::RateLimits,
     pub routes: RouteTable,
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,

@@ -16,6 +16,7 @@ use super::headers::strip_hop_by_hop;
 use super::{PolicyGate, ProxyState, Scheme, Target};
 use crate::config::Unmatched;
 use crate::policy::{input, Mode};
+use crate::ratelimit::Scope;
 use crate::route::{has_dot_segment, normalize_host, split_host_port};
 use crate::upstream::Body;
 
@@ -84,6 +85,16 @@ async fn forward(
         }
         None => Outgoing::from(body),
     };
+    if let Err(limited) = state.rate_limits.check(ctx.route.as_deref(), user.as_deref()) {
+        let scope = match limited.scope {
+            Scope::Route => "route",
+            Scope::Agent => "agent",
+        };
+        return Err(ProxyError::RateLimited {
+            scope,
+            retry_after: limited.retry_after,
+        });
+    }
     // What a second attempt needs if the upstream rejects a credential: the request before the swap.
     let retry = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);

@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod oauth2;
 mod policy;
+mod reliability;
 mod routing;
 mod secrets_rotation;
 mod streaming;

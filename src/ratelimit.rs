@@ -1,0 +1,186 @@
+//! Rate limits with governor: per route (optionally per user the agent acts for) and agent-wide across routes.
+//!
+//! The key set is bounded. Keys at rest are evicted periodically, and once a limiter holds `max_keys` users,
+//! any further new user shares one overflow bucket. A flood of distinct user ids therefore cannot grow memory;
+//! it only makes those users share a quota.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// One configured limit.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// Requests per `per`.
+    pub rate: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+    pub per_user: bool,
+    pub max_keys: usize,
+}
+
+/// Where a refusal came from: the route's own limit, or the agent-wide one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Route,
+    Agent,
+}
+
+#[derive(Debug)]
+pub struct Limited {
+    pub scope: Scope,
+    pub retry_after: Duration,
+}
+
+const OVERFLOW: &str = "\u{0}overflow";
+
+struct Limiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+    limit: Limit,
+    /// When a full store last tried to evict (ms since `epoch`): at most one scan a second, so a flood of new
+    /// users costs a map lookup each, not a scan each.
+    last_eviction_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Limiter {
+    fn new(limit: Limit) -> Self {
+        let replenish = limit.per / limit.rate.get();
+        let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
+            .expect("non-zero period")
+            .allow_burst(limit.burst);
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            limit,
+            last_eviction_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn check(&self, user: Option<&str>) -> Result<(), Duration> {
+        let key = match (self.limit.per_user, user) {
+            (true, Some(user)) => user,
+            _ => "",
+        };
+        let mut key = key.to_string();
+        if self.limit.per_user && self.limiter.len() >= self.limit.max_keys {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let last = self.last_eviction_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000
+                && self
+                    .last_eviction_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.limiter.retain_recent();
+            }
+            if self.limiter.len() >= self.limit.max_keys {
+                key = OVERFLOW.to_string();
+            }
+        }
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn evict(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+pub struct RateLimits {
+    routes: HashMap<String, Limiter>,
+    agent: Option<Limiter>,
+}
+
+impl RateLimits {
+    pub fn new(agent: Option<Limit>, routes: impl IntoIterator<Item = (String, Limit)>) -> Self {
+        Self {
+            routes: routes.into_iter().map(|(name, l)| (name, Limiter::new(l))).collect(),
+            agent: agent.map(Limiter::new),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.agent.is_none()
+    }
+
+    /// Takes one request from the route's bucket and the agent's; on refusal, how long until one is free.
+    pub fn check(&self, route: Option<&str>, user: Option<&str>) -> Result<(), Limited> {
+        if let Some(limiter) = route.and_then(|r| self.routes.get(r)) {
+            limiter.check(user).map_err(|wait| Limited {
+                scope: Scope::Route,
+                retry_after: wait,
+            })?;
+        }
+        if let Some(limiter) = &self.agent {
+            limiter.check(user).map_err(|wait| Limited {
+                scope: Scope::Agent,
+                retry_after: wait,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drops keys whose buckets are full again; run periodically.
+    pub fn evict(&self) {
+        self.routes.values().chain(&self.agent).for_each(Limiter::evict);
+    }
+
+    /// Keys currently held, across all limiters.
+    pub fn keys(&self) -> usize {
+        self.routes.values().chain(&self.agent).map(|l| l.limiter.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_user: bool, max_keys: usize) -> Limit {
+        let n = NonZeroU32::new(2).unwrap();
+        Limit {
+            rate: n,
+            per: Duration::from_secs(60),
+            burst: n,
+            per_user,
+            max_keys,
+        }
+    }
+
+    #[test]
+    fn burst_then_refusal_with_a_wait_and_independent_users() {
+        let limits = RateLimits::new(None, [("r".to_string(), limit(true, 100))]);
+        assert!(limits.check(Some("r"), Some("alice")).is_ok());
+        assert!(limits.check(Some("r"), Some("alice")).is_ok());
+        let refused = limits.check(Some("r"), Some("alice")).unwrap_err();
+        assert_eq!(refused.scope, Scope::Route);
+        assert!(refused.retry_after > Duration::from_secs(25) && refused.retry_after <= Duration::from_secs(30));
+        assert!(limits.check(Some("r"), Some("bob")).is_ok(), "bob has his own bucket");
+        assert!(limits.check(Some("other"), Some("alice")).is_ok(), "unlimited route");
+    }
+
+    #[test]
+    fn agent_wide_limit_spans_routes() {
+        let limits = RateLimits::new(Some(limit(false, 100)), []);
+        assert!(limits.check(Some("a"), None).is_ok());
+        assert!(limits.check(Some("b"), None).is_ok());
+        assert_eq!(limits.check(Some("c"), None).unwrap_err().scope, Scope::Agent);
+    }
+
+    #[test]
+    fn a_hundred_thousand_users_do_not_grow_the_key_set() {
+        let limits = RateLimits::new(None, [("r".to_string(), limit(true, 1000))]);
+        for i in 0..100_000 {
+            let _ = limits.check(Some("r"), Some(&format!("user-{i}")));
+        }
+        assert!(limits.keys() <= 1001, "{} keys", limits.keys());
+        limits.evict();
+        assert!(limits.keys() <= 1001);
+    }
+}
