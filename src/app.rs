@@ -12,7 +12,7 @@ use crate::credentials::Credentials;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{Concurrency, RateLimits};
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
 use crate::secrets::oauth2::OAuth2Store;
@@ -156,6 +156,15 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         user_header: config.user_header.clone(),
         policy: gate,
         rate_limits: RateLimits::new(config.agent_rate_limit.clone(), config.route_rate_limits.clone()),
+        concurrency: config
+            .route_limits
+            .iter()
+            .filter_map(|(route, l)| {
+                l.concurrency
+                    .map(|(max, queue)| (route.clone(), Concurrency::new(max, queue)))
+            })
+            .collect(),
+        route_limits: config.route_limits.clone(),
         upstream,
         leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod retry;
 pub mod route;
 pub mod secrets;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Rate limits with governor: per route (optionally per user the agent acts for) and agent-wide across routes.
+//! Admission: rate limits with governor, per route (optionally per user the agent acts for) and agent-wide
+//! across routes; and per-route caps on requests in flight.
 //!
 //! The key set is bounded. Keys at rest are evicted periodically, and once a limiter holds `max_keys` users,
 //! any further new user shares one overflow bucket. A flood of distinct user ids therefore cannot grow memory;
@@ -7,7 +8,10 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -135,6 +139,45 @@ impl RateLimits {
     /// Keys currently held, across all limiters.
     pub fn keys(&self) -> usize {
         self.routes.values().chain(&self.agent).map(|l| l.limiter.len()).sum()
+    }
+}
+
+/// At most `max` requests of a route in flight; the rest wait up to `queue_timeout`.
+pub struct Concurrency {
+    slots: Arc<Semaphore>,
+    max: usize,
+    queue_timeout: Duration,
+}
+
+/// Why a request was not admitted by a concurrency cap.
+#[derive(Debug, thiserror::Error)]
+#[error("route `{route}` has {max} requests in flight; waited {waited_ms} ms for a slot")]
+pub struct Saturated {
+    pub route: String,
+    pub max: usize,
+    pub waited_ms: u128,
+}
+
+impl Concurrency {
+    pub fn new(max: u32, queue_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max as usize)),
+            max: max as usize,
+            queue_timeout,
+        }
+    }
+
+    /// A slot, held until the permit is dropped (with the response body, when the agent has it all).
+    pub async fn acquire(&self, route: &str) -> Result<OwnedSemaphorePermit, Saturated> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Saturated {
+                route: route.to_string(),
+                max: self.max,
+                waited_ms: started.elapsed().as_millis(),
+            }),
+        }
     }
 }
 

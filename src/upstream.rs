@@ -29,6 +29,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
+type PooledClient = Client<TimedConnector, Body>;
+
+/// How connections for one route are made: which addresses are allowed and how long each phase may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectOptions {
+    pub allow_private: bool,
+    pub connect: Duration,
+    /// TLS handshake, after TCP is up; `None` for no limit of its own.
+    pub tls: Option<Duration>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -40,6 +50,8 @@ pub enum UpstreamError {
     Connect { host: String, reason: String },
     #[error("upstream request to {host} failed: {reason}")]
     Request { host: String, reason: String },
+    #[error("upstream {host}: {phase} timed out")]
+    Timeout { host: String, phase: &'static str },
     #[error("{path}: {message}")]
     Roots { path: String, message: String },
 }
@@ -53,62 +65,81 @@ pub struct Settings {
 }
 
 pub struct Upstream {
-    public_only: Client<Connector, Body>,
-    any_address: Client<Connector, Body>,
+    tls: rustls::ClientConfig,
+    pool_idle_timeout: Duration,
+    default_connect: Duration,
     resolver: GuardedResolver,
-    connect_timeout: Duration,
+    /// One pool per distinct [`ConnectOptions`]; routes with the same options share connections.
+    clients: std::sync::RwLock<HashMap<ConnectOptions, PooledClient>>,
 }
 
 impl Upstream {
     pub fn new(settings: Settings) -> Result<Self, UpstreamError> {
-        let tls = client_tls(&settings.extra_roots)?;
-        let overrides = Arc::new(settings.resolve);
-        let client = |allow_private| {
-            let resolver = GuardedResolver {
-                overrides: overrides.clone(),
-                allow_private,
-            };
-            let mut http = HttpConnector::new_with_resolver(resolver);
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(settings.connect_timeout));
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http);
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(settings.pool_idle_timeout)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(https)
-        };
         Ok(Self {
-            public_only: client(false),
-            any_address: client(true),
+            tls: client_tls(&settings.extra_roots)?,
+            pool_idle_timeout: settings.pool_idle_timeout,
+            default_connect: settings.connect_timeout,
             resolver: GuardedResolver {
-                overrides,
+                overrides: Arc::new(settings.resolve),
                 allow_private: false,
             },
-            connect_timeout: settings.connect_timeout,
+            clients: std::sync::RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Options for traffic that sets no timeouts of its own.
+    pub fn defaults(&self, allow_private: bool) -> ConnectOptions {
+        ConnectOptions {
+            allow_private,
+            connect: self.default_connect,
+            tls: None,
+        }
+    }
+
+    fn client(&self, opts: ConnectOptions) -> PooledClient {
+        if let Some(client) = self.clients.read().unwrap_or_else(|e| e.into_inner()).get(&opts) {
+            return client.clone();
+        }
+        let resolver = GuardedResolver {
+            overrides: self.resolver.overrides.clone(),
+            allow_private: opts.allow_private,
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(opts.connect));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let connector = TimedConnector {
+            inner: https,
+            limit: opts.tls.map(|tls| opts.connect + tls),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(opts)
+            .or_insert(client)
+            .clone()
     }
 
     /// Sends a request whose URI is absolute. Pooled connections are reused per scheme and authority.
     pub async fn send(
         &self,
         req: http::Request<Body>,
-        allow_private: bool,
+        opts: ConnectOptions,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         let host = req.uri().host().unwrap_or_default().to_string();
-        check_literal(&host, allow_private)?;
-        let client = if allow_private {
-            &self.any_address
-        } else {
-            &self.public_only
-        };
-        client.request(req).await.map_err(|e| classify(&host, &e))
+        check_literal(&host, opts.allow_private)?;
+        self.client(opts).request(req).await.map_err(|e| classify(&host, &e))
     }
 
     /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard.
@@ -124,7 +155,7 @@ impl Upstream {
         };
         let mut last = String::from("no address");
         for ip in addrs {
-            let attempt = tokio::time::timeout(self.connect_timeout, TcpStream::connect(SocketAddr::new(ip, port)));
+            let attempt = tokio::time::timeout(self.default_connect, TcpStream::connect(SocketAddr::new(ip, port)));
             match attempt.await {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(e)) => last = e.to_string(),
@@ -212,6 +243,41 @@ fn check_literal(host: &str, allow_private: bool) -> Result<(), UpstreamError> {
     }
 }
 
+/// Bounds connect + TLS handshake together; with TCP bounded by the connect timeout, running past this means
+/// the handshake was too slow.
+#[derive(Clone)]
+struct TimedConnector {
+    inner: Connector,
+    limit: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake timed out")]
+struct TlsTimeout;
+
+impl tower_service::Service<http::Uri> for TimedConnector {
+    type Response = <Connector as tower_service::Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, connecting)
+                    .await
+                    .map_err(|_| Box::new(TlsTimeout) as BoxError)?,
+                None => connecting.await,
+            }
+        })
+    }
+}
+
 /// Marker error from the resolver, found again in hyper's error chain to answer 403 rather than 502.
 #[derive(Debug, thiserror::Error)]
 #[error("destination resolves only to non-public addresses")]
@@ -276,6 +342,20 @@ fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamEr
     while let Some(e) = source {
         if e.is::<ForbiddenDestination>() {
             return UpstreamError::Forbidden { host: host.to_string() };
+        }
+        if e.is::<TlsTimeout>() {
+            return UpstreamError::Timeout {
+                host: host.to_string(),
+                phase: "tls",
+            };
+        }
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return UpstreamError::Timeout {
+                host: host.to_string(),
+                phase: "connect",
+            };
         }
         reasons.push(e.to_string());
         source = e.source();

@@ -32,6 +32,7 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     pub agent_rate_limit: Option<crate::ratelimit::Limit>,
     pub route_rate_limits: Vec<(String, crate::ratelimit::Limit)>,
+    pub route_limits: HashMap<String, RouteLimits>,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub extra_roots: Vec<PathBuf>,
@@ -47,6 +48,18 @@ pub struct Config {
     pub oauth2: Vec<crate::secrets::oauth2::Spec>,
     /// Field path of each credential, in the same order, for errors found after loading.
     credential_fields: Vec<String>,
+}
+
+/// A route's reliability settings: upstream time limits, in-flight cap and retries.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    pub connect: Option<Duration>,
+    pub tls: Option<Duration>,
+    pub response_headers: Option<Duration>,
+    pub idle: Option<Duration>,
+    /// `(max_in_flight, queue_timeout)`.
+    pub concurrency: Option<(u32, Duration)>,
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// `policy:` after validation.

@@ -335,6 +335,10 @@ pub struct RawRoute {
     /// Policy entry point for this route instead of `policy.entrypoint`.
     pub policy: Option<String>,
     pub rate_limit: Option<RawRateLimit>,
+    pub concurrency: Option<RawConcurrency>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub retry: Option<RawRetry>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
 }
@@ -378,6 +382,74 @@ pub struct RawRateLimit {
 
 fn default_max_keys() -> usize {
     10_000
+}
+
+/// At most `max_in_flight` requests of the route at once; others wait up to `queue_timeout`, then get 503.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    pub max_in_flight: u32,
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Per-route upstream time limits; unset ones do not apply (connect falls back to `upstream.connect_timeout`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub tls: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub response_headers: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle: Option<Duration>,
+}
+
+/// Retries of transient upstream failures.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    #[serde(default = "default_base_delay", with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// No new attempt starts after this much time since the first.
+    #[serde(default = "default_retry_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Largest request body kept in memory to be replayed.
+    #[serde(default = "default_max_replay")]
+    pub max_body: u64,
+    /// An upstream 429 is retried only when its Retry-After is at most this.
+    #[serde(default = "default_max_retry_after", with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+fn default_base_delay() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_max_delay() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_retry_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_replay() -> u64 {
+    64 * 1024
+}
+
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// When a credential is written into a request.

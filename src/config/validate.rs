@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use super::raw::{
     Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawVault, RawVaultRef,
 };
-use super::{Config, FieldError, PolicyConfig};
+use super::{Config, FieldError, PolicyConfig, RouteLimits};
 use crate::credentials::{CredentialSpec, Format};
 use crate::policy::Mode;
 use crate::ratelimit;
@@ -59,6 +59,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         .map(|l| rate_limit(l, "rate_limit"))
         .transpose()?;
     let mut route_rate_limits = Vec::new();
+    let mut route_limits = std::collections::HashMap::new();
     let secrets_file = raw.secrets.file.map(|f| base.join(f));
     let vault = raw.secrets.vault.map(|v| vault(v, base)).transpose()?;
     if secrets_file.is_none() && vault.is_none() {
@@ -108,6 +109,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
                 "names an entry point but no `policy:` is configured",
             ));
         }
+        route_limits.insert(r.name.clone(), limits(&r, &at)?);
         if let Some(l) = &r.rate_limit {
             route_rate_limits.push((r.name.clone(), rate_limit(l, &format!("{at}.rate_limit"))?));
         }
@@ -125,6 +127,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         policy,
         agent_rate_limit,
         route_rate_limits,
+        route_limits,
         ca_cert: base.join(raw.ca.cert),
         ca_key: base.join(raw.ca.key),
         extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
@@ -205,6 +208,58 @@ fn policy(p: RawPolicy, base: &Path) -> Result<PolicyConfig, FieldError> {
         body_limit: p.body_limit,
         timezone,
         poll_interval: p.poll_interval,
+    })
+}
+
+fn limits(r: &RawRoute, at: &str) -> Result<RouteLimits, FieldError> {
+    let t = &r.timeouts;
+    for (name, d) in [
+        ("connect", t.connect),
+        ("tls", t.tls),
+        ("response_headers", t.response_headers),
+        ("idle", t.idle),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            return Err(FieldError::new(
+                format!("{at}.timeouts.{name}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    let concurrency = match &r.concurrency {
+        Some(c) if c.max_in_flight == 0 => {
+            return Err(FieldError::new(
+                format!("{at}.concurrency.max_in_flight"),
+                "must be at least 1",
+            ))
+        }
+        Some(c) => Some((c.max_in_flight, c.queue_timeout)),
+        None => None,
+    };
+    let retry = match &r.retry {
+        Some(x) if x.attempts == 0 => {
+            return Err(FieldError::new(
+                format!("{at}.retry.attempts"),
+                "at least 1 (the first attempt)",
+            ))
+        }
+        Some(x) => Some(crate::retry::RetryPolicy {
+            attempts: x.attempts,
+            base_delay: x.base_delay,
+            max_delay: x.max_delay,
+            deadline: x.deadline,
+            max_body: x.max_body,
+            max_retry_after: x.max_retry_after,
+        }),
+        None => None,
+    };
+    Ok(RouteLimits {
+        connect: t.connect,
+        tls: t.tls,
+        response_headers: t.response_headers,
+        idle: t.idle,
+        concurrency,
+        retry,
     })
 }
 

@@ -4,8 +4,12 @@
 //! not JSON, is forwarded as a stream; if it turned out larger only while reading, the bytes already read are
 //! sent first and the rest follows from the agent's connection.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -35,6 +39,22 @@ impl From<Incoming> for Outgoing {
 }
 
 impl Outgoing {
+    /// Keeps the body in memory when it fits in `limit` bytes, so that it can be replayed; a larger one keeps
+    /// streaming (what was read so far goes first).
+    pub async fn buffered_up_to(self, headers: &HeaderMap, limit: u64) -> Result<Self, BoxError> {
+        let Self::Streaming(body) = self else { return Ok(self) };
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Ok(Self::Streaming(body));
+        }
+        Ok(match read_up_to(body, limit).await? {
+            Ok(bytes) => Self::Buffered(bytes),
+            Err(prefixed) => Self::Streaming(prefixed.boxed_unsync()),
+        })
+    }
+
     pub fn replayable(&self) -> bool {
         matches!(self, Self::Buffered(_))
     }
@@ -65,24 +85,15 @@ pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Ou
         let size = if body.is_end_stream() { Some(0) } else { declared };
         return Ok((Outgoing::from(body), PolicyBody::Unparsed { size }));
     }
-    let mut body = body;
-    let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame?.data_ref() {
-            read.extend_from_slice(data);
-        }
-        if read.len() as u64 > limit {
-            let forward = Prefixed {
-                prefix: Some(read.freeze()),
-                rest: body,
-            };
+    let bytes = match read_up_to(body, limit).await? {
+        Ok(bytes) => bytes,
+        Err(prefixed) => {
             return Ok((
-                Outgoing::Streaming(forward.boxed_unsync()),
+                Outgoing::Streaming(prefixed.map_err(Into::into).boxed_unsync()),
                 PolicyBody::Unparsed { size: declared },
-            ));
+            ))
         }
-    }
-    let bytes = read.freeze();
+    };
     let seen = match serde_json::from_slice(&bytes) {
         Ok(value) => PolicyBody::Json(value),
         Err(_) => PolicyBody::Unparsed {
@@ -92,21 +103,44 @@ pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Ou
     Ok((Outgoing::Buffered(bytes), seen))
 }
 
-/// Bytes already read, then the rest of the agent's body.
-struct Prefixed {
-    prefix: Option<Bytes>,
-    rest: Incoming,
+/// The whole body if it ends within `limit` bytes; otherwise what was read so far, chained to the rest.
+async fn read_up_to<B>(mut body: B, limit: u64) -> Result<Result<Bytes, Prefixed<B>>, B::Error>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            read.extend_from_slice(data);
+        }
+        if read.len() as u64 > limit {
+            return Ok(Err(Prefixed {
+                prefix: Some(read.freeze()),
+                rest: body,
+            }));
+        }
+    }
+    Ok(Ok(read.freeze()))
 }
 
-impl HttpBody for Prefixed {
-    type Data = Bytes;
-    type Error = BoxError;
+/// Bytes already read, then the rest of the agent's body.
+struct Prefixed<B> {
+    prefix: Option<Bytes>,
+    rest: B,
+}
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+impl<B> HttpBody for Prefixed<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         if let Some(prefix) = self.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
-        Pin::new(&mut self.rest).poll_frame(cx).map_err(BoxError::from)
+        Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -122,5 +156,66 @@ impl HttpBody for Prefixed {
         }
         hint.set_lower(hint.lower() + extra);
         hint
+    }
+}
+
+/// The upstream's response body on its way to the agent: enforces the route's idle limit between chunks (so a
+/// stalled stream ends while a chatty SSE stream runs for as long as it likes), and holds the route's
+/// concurrency slot until the body is done.
+pub struct Tracked {
+    inner: Incoming,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream idle for over {0:?} between body chunks")]
+struct IdleTimeout(Duration);
+
+impl Tracked {
+    pub fn new(inner: Incoming, idle: Option<Duration>, slot: Option<OwnedSemaphorePermit>) -> Self {
+        let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        Self {
+            inner,
+            idle,
+            _slot: slot,
+        }
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some((limit, timer)) = self.idle.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + *limit);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let Some((limit, timer)) = self.idle.as_mut() else {
+                    return Poll::Pending;
+                };
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::info!(
+                    idle_ms = limit.as_millis() as u64,
+                    "upstream response stalled; closing it"
+                );
+                Poll::Ready(Some(Err(Box::new(IdleTimeout(*limit)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -24,6 +24,8 @@ pub enum ProxyError {
         retry_after: std::time::Duration,
     },
     #[error(transparent)]
+    Saturated(#[from] crate::ratelimit::Saturated),
+    #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -39,6 +41,7 @@ impl ProxyError {
             Self::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
             Self::PolicyDenied { .. } => (S::FORBIDDEN, "policy_denied"),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),
             Self::Swap(e) => match e {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
@@ -51,6 +54,7 @@ impl ProxyError {
                 UpstreamError::Resolve { .. } => (S::BAD_GATEWAY, "upstream_unresolvable"),
                 UpstreamError::Connect { .. } => (S::BAD_GATEWAY, "upstream_connect_failed"),
                 UpstreamError::Request { .. } => (S::BAD_GATEWAY, "upstream_failed"),
+                UpstreamError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout"),
                 UpstreamError::Roots { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
             },
         }
@@ -61,9 +65,13 @@ impl ProxyError {
     pub fn response(&self, request_id: &str) -> Response<Body> {
         let (status, code) = self.classify();
         let mut body = serde_json::json!({ "error": code, "message": self.to_string(), "request_id": request_id });
-        if let Self::PolicyDenied { reason } = self {
-            body["reason"] = reason.as_str().into();
-            body["decision_id"] = request_id.into();
+        match self {
+            Self::PolicyDenied { reason } => {
+                body["reason"] = reason.as_str().into();
+                body["decision_id"] = request_id.into();
+            }
+            Self::Upstream(UpstreamError::Timeout { phase, .. }) => body["phase"] = (*phase).into(),
+            _ => {}
         }
         let mut builder = Response::builder().status(status);
         if let Self::RateLimited { retry_after, .. } = self {

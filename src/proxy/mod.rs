@@ -26,6 +26,9 @@ pub struct ProxyState {
     /// `None` when no policy is configured: every request a route matches is allowed.
     pub policy: Option<PolicyGate>,
     pub rate_limits: crate::ratelimit::RateLimits,
+    pub route_limits: std::collections::HashMap<String, crate::config::RouteLimits>,
+    /// In-flight caps of the routes that set `concurrency`.
+    pub concurrency: std::collections::HashMap<String, crate::ratelimit::Concurrency>,
     pub routes: RouteTable,
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,

@@ -9,16 +9,21 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::Outgoing;
+use super::body::{Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
 use super::{PolicyGate, ProxyState, Scheme, Target};
+use crate::config::RouteLimits;
 use crate::config::Unmatched;
 use crate::policy::{input, Mode};
 use crate::ratelimit::Scope;
+use crate::retry::{RetryPolicy, Transient};
 use crate::route::{has_dot_segment, normalize_host, split_host_port};
 use crate::upstream::Body;
+use crate::upstream::{ConnectOptions, UpstreamError};
+use bytes::Bytes;
+use std::time::Instant;
 
 /// Runs the stages and turns any failure into its JSON response; never fails itself.
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
@@ -95,33 +100,144 @@ async fn forward(
             retry_after: limited.retry_after,
         });
     }
+    let limits = ctx
+        .route
+        .as_deref()
+        .and_then(|r| state.route_limits.get(r))
+        .unwrap_or(&NO_LIMITS);
+    let permit = match ctx.route.as_deref().and_then(|r| state.concurrency.get(r)) {
+        Some(cap) => Some(cap.acquire(ctx.route.as_deref().unwrap_or("-")).await?),
+        None => None,
+    };
+    let retry = limits
+        .retry
+        .as_ref()
+        .filter(|p| p.allows(&parts.method, &parts.headers));
+    let body = match retry {
+        Some(p) => body
+            .buffered_up_to(&parts.headers, p.max_body)
+            .await
+            .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?,
+        None => body,
+    };
     // What a second attempt needs if the upstream rejects a credential: the request before the swap.
-    let retry = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
+    let pre_swap = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
     state.secrets.prepare(&refs).await;
     state.credentials.write(plan, &mut parts, &*state.secrets)?;
     finalize(target, &mut parts)?;
+    let opts = ConnectOptions {
+        allow_private,
+        connect: limits.connect.unwrap_or(state.upstream.defaults(allow_private).connect),
+        tls: limits.tls,
+    };
+    let exchange = Exchange {
+        state,
+        opts,
+        limits,
+        retry,
+    };
     let (first, replay) = body.into_parts();
-    let mut response = state
-        .upstream
-        .send(Request::from_parts(parts, first), allow_private)
-        .await?;
-    if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), retry, replay) {
+    let mut response = exchange.send(&parts, first, replay.clone(), ctx).await?;
+    if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), pre_swap, replay) {
         if rotated(state, &refs).await {
             state.credentials.write(plan, &mut parts, &*state.secrets)?;
             finalize(target, &mut parts)?;
             ctx.retries += 1;
             tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
-            let body = Full::new(bytes).map_err(|never| match never {}).boxed_unsync();
-            response = state
-                .upstream
-                .send(Request::from_parts(parts, body), allow_private)
-                .await?;
+            response = exchange.once(&parts, full(bytes)).await?;
         }
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+    Ok(Response::from_parts(
+        parts,
+        Tracked::new(body, limits.idle, permit).boxed_unsync(),
+    ))
+}
+
+static NO_LIMITS: RouteLimits = RouteLimits {
+    connect: None,
+    tls: None,
+    response_headers: None,
+    idle: None,
+    concurrency: None,
+    retry: None,
+};
+
+/// Sending one request upstream under a route's limits, with its retries.
+struct Exchange<'a> {
+    state: &'a ProxyState,
+    opts: ConnectOptions,
+    limits: &'a RouteLimits,
+    /// Set only when the request may be repeated (idempotent) under the route's policy.
+    retry: Option<&'a RetryPolicy>,
+}
+
+impl Exchange<'_> {
+    /// One attempt, bounded by the time-to-response-headers limit.
+    async fn once(&self, parts: &http::request::Parts, body: Body) -> Result<Response<Incoming>, ProxyError> {
+        let sending = self
+            .state
+            .upstream
+            .send(Request::from_parts(parts.clone(), body), self.opts);
+        match self.limits.response_headers {
+            Some(limit) => tokio::time::timeout(limit, sending)
+                .await
+                .map_err(|_| UpstreamError::Timeout {
+                    host: parts.uri.host().unwrap_or_default().to_string(),
+                    phase: "response_headers",
+                })?,
+            None => sending.await,
+        }
+        .map_err(ProxyError::from)
+    }
+
+    /// Attempts until a final answer, the attempt budget or the deadline. A retry needs the body in memory
+    /// (`replay`), and only happens before anything has been sent back to the agent.
+    async fn send(
+        &self,
+        parts: &http::request::Parts,
+        first: Body,
+        replay: Option<Bytes>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let policy = self.retry.filter(|_| replay.is_some());
+        let started = Instant::now();
+        let mut body = Some(first);
+        let mut attempt = 1;
+        loop {
+            let this = body.take().unwrap_or_else(|| full(replay.clone().unwrap_or_default()));
+            let result = self.once(parts, this).await;
+            let Some(policy) = policy else { return result };
+            let why = match &result {
+                Ok(response) => policy.transient_status(response.status(), response.headers()),
+                Err(ProxyError::Upstream(
+                    UpstreamError::Connect { .. }
+                    | UpstreamError::Request { .. }
+                    | UpstreamError::Timeout {
+                        phase: "connect" | "tls",
+                        ..
+                    },
+                )) => Some(Transient::Connection),
+                Err(_) => None,
+            };
+            let Some(why) = why else { return result };
+            let delay = policy.delay(attempt + 1, why);
+            if attempt >= policy.attempts || started.elapsed() + delay > policy.deadline {
+                return result;
+            }
+            tracing::info!(request_id = %ctx.id, attempt = attempt + 1, reason = ?why, delay_ms = delay.as_millis() as u64, "retrying the upstream request");
+            drop(result);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            ctx.retries += 1;
+        }
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// The rotation race: the cached value went stale between a rotation and the next refresh. Re-reads every

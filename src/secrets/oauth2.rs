@@ -220,7 +220,7 @@ impl OAuth2Store {
             .map_err(|_| ("invalid_request", "cannot build the token request".to_string()))?;
         let response = self
             .upstream
-            .send(request, spec.allow_private)
+            .send(request, self.upstream.defaults(spec.allow_private))
             .await
             .map_err(|e| ("connect", e.to_string()))?;
         let status = response.status();
