@@ -7,7 +7,9 @@
 //! Paths: `/apis/authentication.k8s.io/v1/tokenreviews` answers as the Kubernetes TokenReview API would for a
 //! valid service-account token; `/oauth/token` is a fake OAuth2 token
 //! endpoint; `/guarded` answers 401 unless the
-//! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest; `/bytes?n=N` streams
+//! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest (with `&every_ms=M`, one
+//! event every M ms); `/stall` answers only after `release_gate`; `/slow?ms=M` after M ms;
+//! `/flaky?key=K&fail=N[&status=S][&retry_after=R]` fails the first N requests of key K with S (503); `/bytes?n=N` streams
 //! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
 
@@ -72,6 +74,8 @@ struct State {
     /// The `authorization` value `/guarded` accepts.
     accepted: Mutex<Option<String>>,
     oauth: Mutex<OAuth>,
+    /// Requests seen per `key` by `/flaky`.
+    flaky: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The fake OAuth2 token endpoint's behaviour and the tokens it issued.
@@ -114,6 +118,7 @@ impl Echo {
                 expires_in: 3600,
                 failing: false,
             }),
+            flaky: Mutex::new(std::collections::HashMap::new()),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(super::pki::pki().server.clone());
         let st = state.clone();
@@ -238,7 +243,42 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(br#"{"error":"invalid credential"}"#)).boxed_unsync())
             .unwrap(),
-        "/sse" => sse(state, query("events").unwrap_or(3)),
+        "/sse" => sse(state, query("events").unwrap_or(3), query("every_ms")),
+        "/stall" => {
+            let _ = state.gate.subscribe().wait_for(|open| *open).await;
+            Response::new(Full::new(Bytes::from_static(b"late")).boxed_unsync())
+        }
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_millis(query("ms").unwrap_or(0))).await;
+            Response::new(Full::new(Bytes::from_static(b"slow")).boxed_unsync())
+        }
+        "/flaky" => {
+            let key = parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("key="))
+                .unwrap_or("")
+                .to_string();
+            let seen = {
+                let mut flaky = state.flaky.lock().unwrap();
+                let n = flaky.entry(key).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if seen <= query("fail").unwrap_or(0) {
+                let mut failure = Response::builder().status(query("status").unwrap_or(503) as u16);
+                if let Some(secs) = query("retry_after") {
+                    failure = failure.header("retry-after", secs);
+                }
+                failure
+                    .body(Full::new(Bytes::from_static(b"try again")).boxed_unsync())
+                    .unwrap()
+            } else {
+                Response::new(Full::new(Bytes::from(format!("ok after {seen} attempts"))).boxed_unsync())
+            }
+        }
         "/bytes" => bytes(query("n").unwrap_or(0)),
         _ => {
             let summary = serde_json::json!({
@@ -304,13 +344,18 @@ fn token_review() -> Response<Body> {
         .unwrap()
 }
 
-fn sse(state: Arc<State>, events: u64) -> Response<Body> {
+/// Without `every_ms`, event 2 waits for the gate; with it, events come at that interval.
+fn sse(state: Arc<State>, events: u64, every_ms: Option<u64>) -> Response<Body> {
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
     let mut gate = state.gate.subscribe();
     tokio::spawn(async move {
         for i in 1..=events {
-            if i == 2 {
-                let _ = gate.wait_for(|open| *open).await;
+            match every_ms {
+                Some(ms) if i > 1 => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                None if i == 2 => {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                _ => {}
             }
             if tx.send_data(Bytes::from(format!("data: event {i}\n\n"))).await.is_err() {
                 return;
