@@ -174,6 +174,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         credentials: Credentials::new(config.credentials),
         secrets: store,
         metrics,
+        scrubbers: Default::default(),
     });
     if !state.rate_limits.is_empty() {
         let state = state.clone();

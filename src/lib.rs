@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;
+pub mod scrub;
 pub mod secrets;
 pub mod telemetry;
 pub mod tls;

@@ -154,6 +154,14 @@ impl Credentials {
         plan.used.iter().map(|&i| self.specs[i].name.clone()).collect()
     }
 
+    /// Every (secret, placeholder) of a route, or of all routes with `None`.
+    pub fn placeholders<'a>(&'a self, route: Option<&'a str>) -> impl Iterator<Item = (&'a SecretRef, &'a str)> + 'a {
+        self.specs
+            .iter()
+            .filter(move |s| route.is_none_or(|r| s.route == r))
+            .map(|s| (&s.secret, s.placeholder.as_str()))
+    }
+
     /// Whether the plan writes any credential at all.
     pub fn uses_any(&self, plan: &Plan) -> bool {
         !plan.used.is_empty()

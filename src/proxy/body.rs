@@ -55,6 +55,14 @@ impl Outgoing {
         })
     }
 
+    /// The body, when it is in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Buffered(bytes) => Some(bytes),
+            Self::Streaming(_) => None,
+        }
+    }
+
     pub fn replayable(&self) -> bool {
         matches!(self, Self::Buffered(_))
     }

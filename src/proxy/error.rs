@@ -25,6 +25,10 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Saturated(#[from] crate::ratelimit::Saturated),
+    #[error("the request already carries a real secret value (in {place}); agents must only hold placeholders")]
+    SecretInRequest { place: &'static str },
+    #[error("the upstream answered with Content-Encoding `{encoding}`, which cannot be scrubbed for secrets")]
+    Unscrubbable { encoding: String },
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(transparent)]
@@ -42,6 +46,8 @@ impl ProxyError {
             Self::PolicyDenied { .. } => (S::FORBIDDEN, "policy_denied"),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),
+            Self::SecretInRequest { .. } => (S::FORBIDDEN, "secret_in_request"),
+            Self::Unscrubbable { .. } => (S::BAD_GATEWAY, "unscrubbable_encoding"),
             Self::Swap(e) => match e {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),

@@ -7,6 +7,7 @@ pub mod ctx;
 pub mod error;
 mod headers;
 pub mod pipeline;
+mod scrubbing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub struct ProxyState {
     pub unmatched_allow_private: bool,
     pub agent_tls_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    pub scrubbers: crate::scrub::Cache,
 }
 
 /// The policy stage's settings and the running policies.

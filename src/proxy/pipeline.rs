@@ -120,6 +120,18 @@ async fn forward(
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?,
         None => body,
     };
+    super::scrubbing::canary(state, &parts, body.bytes())?;
+    let scrubber = ctx
+        .route
+        .as_deref()
+        .and_then(|r| super::scrubbing::scrubber(state, Some(r)));
+    if scrubber.is_some() {
+        // Echoed secrets must be found in the response, so ask for it uncompressed where the upstream obliges.
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+    }
     // What a second attempt needs if the upstream rejects a credential: the request before the swap.
     let pre_swap = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
@@ -150,10 +162,15 @@ async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        Tracked::new(body, limits.idle, permit).boxed_unsync(),
-    ))
+    let body = Tracked::new(body, limits.idle, permit).boxed_unsync();
+    let body = match scrubber {
+        Some(scrubber) => {
+            let route = ctx.route.clone().unwrap_or_default();
+            super::scrubbing::response(scrubber, &mut parts.headers, body, state.metrics.clone(), route)?
+        }
+        None => body,
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 static NO_LIMITS: RouteLimits = RouteLimits {

@@ -37,6 +37,12 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScrubLabels {
+    route: String,
+    location: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
 }
@@ -52,6 +58,8 @@ pub struct Metrics {
     vault_requests: Family<VaultLabels, Counter>,
     vault_last_success: Gauge,
     oauth2_refreshes: Family<RefreshLabels, Counter>,
+    scrubbed: Family<ScrubLabels, Counter>,
+    secret_in_request: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +120,18 @@ impl Default for Metrics {
             "OAuth2 token refreshes by credential and result: ok, or the failure reason (connect, http_4xx, http_5xx, invalid_response, secret_unavailable, write_back)",
             oauth2_refreshes.clone(),
         );
+        let scrubbed = Family::<ScrubLabels, Counter>::default();
+        registry.register(
+            "scrubbed_secrets",
+            "Real secret values found in upstream responses and replaced by placeholders, by route and location",
+            scrubbed.clone(),
+        );
+        let secret_in_request = Counter::default();
+        registry.register(
+            "secret_in_request",
+            "Requests refused because the agent sent a real secret value (outbound canary)",
+            secret_in_request.clone(),
+        );
         Self {
             registry,
             requests,
@@ -123,6 +143,8 @@ impl Default for Metrics {
             vault_requests,
             vault_last_success,
             oauth2_refreshes,
+            scrubbed,
+            secret_in_request,
         }
     }
 }
@@ -173,6 +195,19 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    pub fn scrubbed(&self, route: &str, location: &'static str, count: usize) {
+        self.scrubbed
+            .get_or_create(&ScrubLabels {
+                route: route.to_string(),
+                location,
+            })
+            .inc_by(count as u64);
+    }
+
+    pub fn secret_in_request(&self) {
+        self.secret_in_request.inc();
     }
 
     /// The Prometheus text exposition.

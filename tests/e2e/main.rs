@@ -9,6 +9,7 @@ mod oauth2;
 mod policy;
 mod reliability;
 mod routing;
+mod scrubbing;
 mod secrets_rotation;
 mod streaming;
 mod vault;

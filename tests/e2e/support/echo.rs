@@ -6,7 +6,8 @@
 //!
 //! Paths: `/apis/authentication.k8s.io/v1/tokenreviews` answers as the Kubernetes TokenReview API would for a
 //! valid service-account token; `/oauth/token` is a fake OAuth2 token
-//! endpoint; `/guarded` answers 401 unless the
+//! endpoint; `/reflect` echoes the credential back
+//! (see [`reflect`]); `/guarded` answers 401 unless the
 //! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest (with `&every_ms=M`, one
 //! event every M ms); `/stall` answers only after `release_gate`; `/slow?ms=M` after M ms;
 //! `/flaky?key=K&fail=N[&status=S][&retry_after=R]` fails the first N requests of key K with S (503); `/bytes?n=N` streams
@@ -243,6 +244,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(br#"{"error":"invalid credential"}"#)).boxed_unsync())
             .unwrap(),
+        "/reflect" => reflect(
+            parts.uri.query().unwrap_or(""),
+            header_value(&parts.headers, "authorization"),
+        ),
         "/sse" => sse(state, query("events").unwrap_or(3), query("every_ms")),
         "/stall" => {
             let _ = state.gate.subscribe().wait_for(|open| *open).await;
@@ -294,6 +299,55 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .unwrap()
         }
     }
+}
+
+fn header_value(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+/// A careless upstream that hands the credential it received straight back: in a header and in the body,
+/// optionally split across two chunks at byte `split`, as SSE events (`sse`), gzip-compressed whatever the
+/// client asked for (`gzip`), or labelled with an encoding nobody can undo here (`encoding=br`).
+fn reflect(query: &str, auth: String) -> Response<Body> {
+    let has = |flag: &str| {
+        query
+            .split('&')
+            .any(|kv| kv == flag || kv.starts_with(&format!("{flag}=")))
+    };
+    let split = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("split=")?.parse::<usize>().ok());
+    let mut response = Response::builder().header("x-echo-auth", &auth);
+    let mut body = if has("sse") {
+        response = response.header("content-type", "text/event-stream");
+        format!("data: {{\"token\": \"{auth}\"}}\n\ndata: done\n\n").into_bytes()
+    } else {
+        response = response.header("content-type", "application/json");
+        serde_json::json!({ "you_sent": auth }).to_string().into_bytes()
+    };
+    if has("gzip") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&body).unwrap();
+        body = gz.finish().unwrap();
+        response = response.header("content-encoding", "gzip");
+    }
+    if has("encoding") {
+        response = response.header("content-encoding", "br");
+    }
+    let (mut tx, channel) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        let cut = split.unwrap_or(body.len()).min(body.len());
+        let _ = tx.send_data(Bytes::copy_from_slice(&body[..cut])).await;
+        if cut < body.len() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let _ = tx.send_data(Bytes::copy_from_slice(&body[cut..])).await;
+        }
+    });
+    response.body(channel.boxed_unsync()).unwrap()
 }
 
 /// A fake OAuth2 token endpoint: numbered access tokens; for the refresh_token grant, a rotated refresh token
