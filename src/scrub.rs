@@ -122,8 +122,11 @@ impl Stream {
 /// change (a rotation), so a request costs a few lookups and a hash, not an automaton build.
 #[derive(Default)]
 pub struct Cache {
-    entries: std::sync::RwLock<std::collections::HashMap<String, (u64, Option<Arc<Scrubber>>)>>,
+    entries: std::sync::RwLock<std::collections::HashMap<String, Cached>>,
 }
+
+/// A fingerprint of the secret values and the scrubber built from them.
+type Cached = (u64, Option<Arc<Scrubber>>);
 
 impl Cache {
     pub fn get(&self, scope: &str, pairs: Vec<(String, String)>) -> Option<Arc<Scrubber>> {
