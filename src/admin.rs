@@ -1,5 +1,7 @@
 //! The admin listener: `/healthz` (the process serves), `/readyz` (config, CA, secrets and policy are loaded),
-//! `/metrics` (Prometheus text) and `POST /reload` (recompile the policies; a broken one is refused).
+//! `/metrics` (Prometheus text), `POST /reload` (recompile the policies; a broken one is refused), the kill
+//! switch (`POST /block`, `/unblock`, `/agents/{id}/block`, `/agents/{id}/unblock`, `GET /blocked`) and
+//! `GET /config` (redacted). With an admin token, all but the probes require it.
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -14,8 +16,9 @@ use tokio::net::TcpStream;
 
 use serde_json::json;
 
+use crate::killswitch::KillSwitch;
 use crate::policy::Policies;
-use crate::secrets::SecretStore;
+use crate::secrets::{Secret, SecretStore};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the process is not ready: still starting, or a secret backend that cannot serve every secret yet.
@@ -51,6 +54,11 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
     pub policies: Option<Arc<Policies>>,
+    pub kill_switch: Arc<KillSwitch>,
+    /// `/config`, computed once at start.
+    pub config: serde_json::Value,
+    /// When set, every endpoint but the probes requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 pub async fn serve(admin: Arc<Admin>, stream: TcpStream) {
@@ -68,7 +76,35 @@ pub async fn serve(admin: Arc<Admin>, stream: TcpStream) {
 
 async fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
-    match (req.method(), req.uri().path()) {
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !probe && !authorized(admin, req) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            JSON,
+            r#"{"error":"unauthorized","message":"admin API needs Authorization: Bearer <admin token>"}"#.into(),
+        );
+    }
+    let path = req.uri().path();
+    if req.method() == Method::POST {
+        if let Some(action) = kill_switch_action(path) {
+            match action {
+                (true, agent) => admin.kill_switch.block(agent),
+                (false, agent) => admin.kill_switch.unblock(agent),
+            }
+            return reply(
+                StatusCode::OK,
+                JSON,
+                json!({ "blocked": admin.kill_switch.status() }).to_string(),
+            );
+        }
+    }
+    match (req.method(), path) {
+        (&Method::GET, "/blocked") => reply(
+            StatusCode::OK,
+            JSON,
+            json!({ "blocked": admin.kill_switch.status() }).to_string(),
+        ),
+        (&Method::GET, "/config") => reply(StatusCode::OK, JSON, admin.config.to_string()),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, JSON, r#"{"status":"ok"}"#.into()),
         (&Method::GET, "/readyz") => {
             // A refused policy reload leaves the previous policy enforcing: reported here, not "unready".
@@ -94,6 +130,39 @@ async fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         ),
         _ => reply(StatusCode::NOT_FOUND, JSON, r#"{"error":"not_found"}"#.into()),
     }
+}
+
+/// `POST /block`, `/unblock`, `/agents/{id}/block`, `/agents/{id}/unblock` → (block?, agent).
+fn kill_switch_action(path: &str) -> Option<(bool, Option<&str>)> {
+    match path {
+        "/block" => Some((true, None)),
+        "/unblock" => Some((false, None)),
+        _ => {
+            let rest = path.strip_prefix("/agents/")?;
+            let (agent, action) = rest.rsplit_once('/')?;
+            if agent.is_empty() || agent.contains('/') {
+                return None;
+            }
+            match action {
+                "block" => Some((true, Some(agent))),
+                "unblock" => Some((false, Some(agent))),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Constant-time comparison of the bearer token, so response timing does not leak it byte by byte.
+fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
+    let Some(expected) = &admin.token else { return true };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (presented.as_bytes(), expected.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn reload(admin: &Admin) -> Response<Full<Bytes>> {

@@ -7,8 +7,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, Readiness};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, FieldError};
 use crate::credentials::Credentials;
+use crate::killswitch::KillSwitch;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
@@ -108,10 +109,22 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     let admin_listener = bind(config.admin).await?;
     let admin_addr = local(&admin_listener);
     let policies = policies(&config)?;
+    let kill_switch = Arc::new(KillSwitch::default());
+    let token = match &config.admin_token {
+        Some(source) => Some(
+            source
+                .read()
+                .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?,
+        ),
+        None => None,
+    };
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         policies: policies.clone(),
+        kill_switch: kill_switch.clone(),
+        config: config.redacted(),
+        token,
     });
     tokio::spawn(crate::listener::serve(
         admin_listener,
@@ -175,6 +188,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         secrets: store,
         metrics,
         scrubbers: Default::default(),
+        kill_switch,
     });
     if !state.rate_limits.is_empty() {
         let state = state.clone();

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod killswitch;
 pub mod listener;
 pub mod policy;
 pub mod proxy;

@@ -26,6 +26,7 @@ pub struct Config {
     text: String,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    pub admin_token: Option<TokenSource>,
     pub agent_id: String,
     pub agent_labels: std::collections::BTreeMap<String, String>,
     pub user_header: http::HeaderName,
@@ -48,6 +49,27 @@ pub struct Config {
     pub oauth2: Vec<crate::secrets::oauth2::Spec>,
     /// Field path of each credential, in the same order, for errors found after loading.
     credential_fields: Vec<String>,
+}
+
+/// Where a token is read from at start.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    pub fn read(&self) -> Result<crate::secrets::Secret, String> {
+        let value = match self {
+            Self::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            Self::File(path) => std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        };
+        let value = value.trim().to_string();
+        if value.len() < 16 {
+            return Err("the admin token must be at least 16 characters".into());
+        }
+        Ok(crate::secrets::Secret::new(value))
+    }
 }
 
 /// A route's reliability settings: upstream time limits, in-flight cap and retries.
@@ -74,6 +96,62 @@ pub struct PolicyConfig {
 }
 
 impl Config {
+    /// The configuration as `/config` shows it: structure, names, hosts and placeholders, secret sources by
+    /// reference only. No secret value is ever part of `Config`, and tokens' sources are not shown either.
+    pub fn redacted(&self) -> serde_json::Value {
+        use serde_json::json;
+        let source = |r: &SecretRef| match r {
+            SecretRef::File(name) => json!({ "file": name }),
+            SecretRef::Vault(v) => {
+                json!({ "vault": { "mount": v.mount, "path": v.path, "key": v.key, "version": v.version } })
+            }
+            SecretRef::OAuth2(name) => json!({ "oauth2": name }),
+        };
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let credentials: Vec<_> = self
+                    .credentials
+                    .iter()
+                    .filter(|c| c.route == r.name)
+                    .map(|c| {
+                        json!({
+                            "name": c.name,
+                            "placeholder": c.placeholder,
+                            "header": c.header.as_ref().map(|h| h.as_str()),
+                            "query": c.query,
+                            "source": source(&c.secret),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": r.name,
+                    "hosts": r.hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>(),
+                    "paths": r.paths,
+                    "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "allow_private": r.allow_private,
+                    "policy": r.policy,
+                    "credentials": credentials,
+                })
+            })
+            .collect();
+        json!({
+            "file": self.path.display().to_string(),
+            "listen": self.listen.to_string(),
+            "admin": self.admin.to_string(),
+            "admin_token": self.admin_token.is_some(),
+            "agent": { "id": self.agent_id, "labels": self.agent_labels },
+            "secrets": {
+                "file": self.secrets_file.as_ref().map(|p| p.display().to_string()),
+                "vault": self.vault.as_ref().map(|v| json!({ "address": v.connection.address, "auth": v.auth.method() })),
+            },
+            "policy": self.policy.as_ref().map(|p| json!({ "dir": p.dir.display().to_string(), "entrypoint": p.entrypoint, "mode": format!("{:?}", p.mode) })),
+            "unmatched": format!("{:?}", self.unmatched),
+            "routes": routes,
+        })
+    }
+
     /// Every policy entry point in use: the default and the routes' own.
     pub fn policy_entrypoints(&self) -> Vec<String> {
         let mut all: Vec<String> = self.policy.iter().map(|p| p.entrypoint.clone()).collect();
@@ -172,6 +250,11 @@ impl Config {
         refs.sort();
         refs.dedup();
         refs
+    }
+
+    /// Places a problem found at start (outside validation) at its field in this file.
+    pub fn error_at(&self, error: FieldError) -> ConfigError {
+        locate(&self.path, &self.text, error)
     }
 
     /// Every file secret a credential reads (directly or for OAuth2) must exist in the file; the error points

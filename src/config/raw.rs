@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default = "default_admin")]
     pub admin: String,
+    /// Bearer token required on the admin API (except /healthz and /readyz): `{ env: NAME }` or `{ file: path }`.
+    pub admin_token: Option<RawTokenAuth>,
     #[serde(default)]
     pub agent: RawAgent,
     pub ca: RawCa,

@@ -7,9 +7,10 @@ use std::path::Path;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawVault, RawVaultRef,
+    Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth, RawVault,
+    RawVaultRef,
 };
-use super::{Config, FieldError, PolicyConfig, RouteLimits};
+use super::{Config, FieldError, PolicyConfig, RouteLimits, TokenSource};
 use crate::credentials::{CredentialSpec, Format};
 use crate::policy::Mode;
 use crate::ratelimit;
@@ -50,6 +51,18 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
     if agent_id.is_empty() {
         return Err(FieldError::new("agent.id", "must not be empty"));
     }
+    let admin_token = match raw.admin_token {
+        None => None,
+        Some(RawTokenAuth {
+            env: Some(var),
+            file: None,
+        }) => Some(TokenSource::Env(var)),
+        Some(RawTokenAuth {
+            env: None,
+            file: Some(file),
+        }) => Some(TokenSource::File(base.join(file))),
+        Some(_) => return Err(FieldError::new("admin_token", "set exactly one of `env` or `file`")),
+    };
     let user_header = HeaderName::try_from(raw.agent.user_header.as_str())
         .map_err(|_| FieldError::new("agent.user_header", "not a valid header name"))?;
     let policy = raw.policy.map(|p| policy(p, base)).transpose()?;
@@ -121,6 +134,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         text: String::new(),
         listen,
         admin,
+        admin_token,
         agent_id,
         agent_labels: raw.agent.labels,
         user_header,

@@ -89,14 +89,24 @@ where
             return;
         }
     };
+    let target_host = target.host.clone();
     let target = Arc::new(target);
+    let state_for_kill = state.clone();
     let service = service_fn(move |req| {
         let (state, target) = (state.clone(), target.clone());
         async move { Ok::<_, Infallible>(pipeline::handle(state, target, req).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-        tracing::debug!(error = %e, "intercepted connection ended with an error");
+    let kill_switch = state_for_kill.kill_switch.clone();
+    tokio::select! {
+        served = builder.serve_connection(TokioIo::new(tls), service) => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "intercepted connection ended with an error");
+            }
+        }
+        _ = kill_switch.blocked(&state_for_kill.agent.id) => {
+            tracing::warn!(host = %target_host, "kill switch: intercepted connection closed");
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub enum ProxyError {
     HostMismatch { header: String, target: String },
     #[error("{0}")]
     BadRequest(&'static str),
+    #[error("this agent is blocked by the kill switch")]
+    Blocked,
     #[error("denied by policy: {reason}")]
     PolicyDenied { reason: String },
     #[error("{scope} rate limit exceeded; retry in {}s", retry_after_secs(*.retry_after))]
@@ -43,6 +45,7 @@ impl ProxyError {
             Self::NoRoute { .. } => (S::FORBIDDEN, "no_route"),
             Self::HostMismatch { .. } => (S::FORBIDDEN, "host_mismatch"),
             Self::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            Self::Blocked => (S::FORBIDDEN, "agent_blocked"),
             Self::PolicyDenied { .. } => (S::FORBIDDEN, "policy_denied"),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),

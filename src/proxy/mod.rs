@@ -40,6 +40,7 @@ pub struct ProxyState {
     pub agent_tls_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub scrubbers: crate::scrub::Cache,
+    pub kill_switch: Arc<crate::killswitch::KillSwitch>,
 }
 
 /// The policy stage's settings and the running policies.

@@ -45,6 +45,9 @@ async fn forward(
     req: Request<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
+    if state.kill_switch.is_blocked(&state.agent.id) {
+        return Err(ProxyError::Blocked);
+    }
     check_host(target, &req)?;
     let (mut parts, body) = req.into_parts();
     if has_dot_segment(parts.uri.path()) {

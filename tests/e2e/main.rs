@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin;
 mod agents;
 mod cli;
 mod config_errors;

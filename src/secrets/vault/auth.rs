@@ -24,6 +24,17 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// The method's name, for display.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Token { .. } => "token",
+            Self::AppRole { .. } => "approle",
+            Self::Kubernetes { .. } => "kubernetes",
+        }
+    }
+}
+
 /// Where Vault is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct Connection {
