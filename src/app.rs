@@ -10,6 +10,7 @@ use crate::admin::{Admin, Readiness};
 use crate::config::{Config, ConfigError, FieldError};
 use crate::credentials::Credentials;
 use crate::killswitch::KillSwitch;
+use crate::listener::Drain;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::{PolicyGate, ProxyState};
@@ -129,6 +130,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
     tokio::spawn(crate::listener::serve(
         admin_listener,
         shutdown.clone(),
+        64,
         move |stream, _| crate::admin::serve(admin.clone(), stream),
     ));
 
@@ -189,6 +191,8 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         metrics,
         scrubbers: Default::default(),
         kill_switch,
+        limits: config.limits.clone(),
+        drain: Arc::new(Drain::default()),
     });
     if !state.rate_limits.is_empty() {
         let state = state.clone();
@@ -208,10 +212,20 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         "keyward listening"
     );
     readiness.set(None);
-    crate::listener::serve(proxy_listener, shutdown, move |stream, peer| {
+    let drain = state.drain.clone();
+    let max_connections = config.limits.max_connections;
+    crate::listener::serve(proxy_listener, shutdown, max_connections, move |stream, peer| {
         crate::proxy::connect::serve(state.clone(), stream, peer)
     })
     .await;
+    tracing::info!(
+        grace_s = config.shutdown_grace.as_secs(),
+        "no longer accepting connections; draining in-flight requests"
+    );
+    let left = drain.wait(config.shutdown_grace).await;
+    if left > 0 {
+        tracing::warn!(requests = left, "shutdown grace period over; in-flight requests cut");
+    }
     tracing::info!("keyward stopped");
     Ok(())
 }

@@ -1,31 +1,88 @@
-//! Accept loops. The server entry takes an already-bound listener and a shutdown signal, so tests and `run`
-//! alike can bind port 0 and stop the server cleanly.
+//! Accept loops and draining. The server entry takes an already-bound listener and a shutdown signal, so tests
+//! and `run` alike can bind port 0 and stop the server cleanly. A connection cap turns floods away at accept,
+//! and the drain counter lets SIGTERM wait for in-flight requests instead of cutting them.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Accepts until `shutdown` flips to true, handing each connection to `handler` on its own task.
-pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: H)
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// Accepts until `shutdown` flips to true, handing each connection to `handler` on its own task. Past
+/// `max_connections` open connections, new ones are closed at once.
+pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, max_connections: usize, handler: H)
 where
     H: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(handler(stream, peer));
-            }
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let connection = handler(stream, peer);
+                    tokio::spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, max_connections, "connection limit reached; connection closed");
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and similar: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Requests in flight, so that shutdown can wait for them.
+#[derive(Default)]
+pub struct Drain {
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request in flight; dropped when its response body is done.
+pub struct DrainGuard(Arc<Drain>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    pub fn enter(self: &Arc<Self>) -> DrainGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        DrainGuard(self.clone())
+    }
+
+    /// Waits until no request is in flight, or `grace` has passed; returns how many were still running.
+    pub async fn wait(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            let active = self.active.load(Ordering::Acquire);
+            if active == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.active.load(Ordering::Acquire);
             }
         }
     }

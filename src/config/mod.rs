@@ -38,6 +38,8 @@ pub struct Config {
     pub ca_key: PathBuf,
     pub extra_roots: Vec<PathBuf>,
     pub upstream: raw::RawUpstream,
+    pub limits: raw::RawLimits,
+    pub shutdown_grace: Duration,
     pub secrets_file: Option<PathBuf>,
     pub vault: Option<crate::secrets::vault::Settings>,
     pub secrets_poll_interval: Duration,

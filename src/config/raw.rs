@@ -26,6 +26,11 @@ pub struct RawConfig {
     pub upstream_tls: RawUpstreamTls,
     #[serde(default)]
     pub upstream: RawUpstream,
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub secrets: RawSecrets,
     pub policy: Option<RawPolicy>,
     /// Agent-wide, across routes.
@@ -144,6 +149,52 @@ impl Default for RawUpstream {
             agent_tls_handshake_timeout: default_tls_handshake_timeout(),
         }
     }
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Protection of the listeners against slow, huge or numerous clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Bytes of request line and headers (HTTP/1.1 buffer, HTTP/2 header list).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_max_headers() -> usize {
+    100
 }
 
 fn default_connect_timeout() -> Duration {

@@ -63,6 +63,15 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         }) => Some(TokenSource::File(base.join(file))),
         Some(_) => return Err(FieldError::new("admin_token", "set exactly one of `env` or `file`")),
     };
+    if raw.limits.max_connections == 0 || raw.limits.max_headers == 0 || raw.limits.header_read_timeout.is_zero() {
+        return Err(FieldError::new(
+            "limits",
+            "max_connections, max_headers and header_read_timeout must be above zero",
+        ));
+    }
+    if raw.limits.max_header_bytes < 8192 {
+        return Err(FieldError::new("limits.max_header_bytes", "at least 8192"));
+    }
     let user_header = HeaderName::try_from(raw.agent.user_header.as_str())
         .map_err(|_| FieldError::new("agent.user_header", "not a valid header name"))?;
     let policy = raw.policy.map(|p| policy(p, base)).transpose()?;
@@ -146,6 +155,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         ca_key: base.join(raw.ca.key),
         extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
         upstream: raw.upstream,
+        limits: raw.limits,
+        shutdown_grace: raw.shutdown_grace,
         secrets_file,
         vault,
         secrets_poll_interval: raw.secrets.poll_interval,

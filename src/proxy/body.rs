@@ -227,3 +227,26 @@ impl HttpBody for Tracked {
         self.inner.size_hint()
     }
 }
+
+/// A body that keeps something alive (a drain guard) until it is done or dropped.
+pub struct Held<T> {
+    pub inner: Body,
+    pub _keep: T,
+}
+
+impl<T: Unpin> HttpBody for Held<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

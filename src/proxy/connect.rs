@@ -10,7 +10,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
@@ -21,11 +21,17 @@ use crate::upstream::Body;
 
 /// Serves one agent connection until it closes.
 pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr) {
+    let state_limits = state.limits.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(first_hop(state, req).await) }
     });
+    let limits = state_limits;
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -96,7 +102,18 @@ where
         let (state, target) = (state.clone(), target.clone());
         async move { Ok::<_, Infallible>(pipeline::handle(state, target, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = &state_for_kill.limits;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
     let kill_switch = state_for_kill.kill_switch.clone();
     tokio::select! {
         served = builder.serve_connection(TokioIo::new(tls), service) => {

@@ -41,6 +41,8 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     pub scrubbers: crate::scrub::Cache,
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
+    pub limits: crate::config::raw::RawLimits,
+    pub drain: Arc<crate::listener::Drain>,
 }
 
 /// The policy stage's settings and the running policies.

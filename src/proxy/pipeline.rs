@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::{Outgoing, Tracked};
+use super::body::{Held, Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -27,6 +27,7 @@ use std::time::Instant;
 
 /// Runs the stages and turns any failure into its JSON response; never fails itself.
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
+    let in_flight = state.drain.enter();
     let mut ctx = RequestCtx::start(&target, req.method(), req.uri().path());
     let response = match forward(&state, &target, req, &mut ctx).await {
         Ok(response) => response,
@@ -36,7 +37,14 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
         }
     };
     ctx.finish(response.status(), &state.agent.id, &state.metrics);
-    response
+    // The request counts as in flight until the agent has the whole body.
+    response.map(|body| {
+        Held {
+            inner: body,
+            _keep: in_flight,
+        }
+        .boxed_unsync()
+    })
 }
 
 async fn forward(

@@ -12,6 +12,7 @@ mod reliability;
 mod routing;
 mod scrubbing;
 mod secrets_rotation;
+mod security;
 mod streaming;
 mod vault;
 

@@ -116,6 +116,30 @@ impl Proxy {
         self.dir.path().join(name)
     }
 
+    /// Sends SIGTERM, as Kubernetes does at pod shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub async fn exit_code(&self, limit: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "keyward did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap().id()
     }
