@@ -6,6 +6,7 @@ mod admin;
 mod agents;
 mod cli;
 mod config_errors;
+mod faults;
 mod oauth2;
 mod policy;
 mod reliability;

@@ -9,7 +9,7 @@
 //! endpoint; `/reflect` echoes the credential back
 //! (see [`reflect`]); `/guarded` answers 401 unless the
 //! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest (with `&every_ms=M`, one
-//! event every M ms); `/stall` answers only after `release_gate`; `/slow?ms=M` after M ms;
+//! event every M ms); `/stall` answers only after `release_gate`; `/slow?ms=M` after M ms; `/truncate` breaks off mid-body;
 //! `/flaky?key=K&fail=N[&status=S][&retry_after=R]` fails the first N requests of key K with S (503); `/bytes?n=N` streams
 //! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
@@ -285,6 +285,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/bytes" => bytes(query("n").unwrap_or(0)),
+        "/truncate" => {
+            // Promises 100 000 bytes, sends 1 000, then drops the connection.
+            let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from(vec![b'x'; 1000])).await;
+                drop(tx); // the body ends short of its Content-Length: the server must break the connection
+            });
+            Response::builder()
+                .header("content-length", 100_000)
+                .body(body.boxed_unsync())
+                .unwrap()
+        }
         _ => {
             let summary = serde_json::json!({
                 "method": parts.method.as_str(),
