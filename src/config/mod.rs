@@ -217,10 +217,13 @@ impl FieldError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
         let raw: raw::RawConfig = yaml::parse(&text).map_err(|e| {
             ConfigError::Invalid(Located {
                 file: path.display().to_string(),
