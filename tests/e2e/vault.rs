@@ -378,3 +378,36 @@ async fn an_upstream_401_after_rotation_rereads_vault_and_retries_once() {
     assert_eq!(echo.requests().len(), 4);
     proxy.wait_for_log("retrying once", Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_down_at_start_means_not_ready_with_a_reason_and_fast_503s() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secrets = format!(
+        "  vault:\n    address: http://127.0.0.1:{closed}\n    auth: {{ token: {{ file: vault-token }} }}\n    request_timeout: 1s\n"
+    );
+    let dir = workdir(&config_with_secrets(&secrets, ROUTES));
+    std::fs::write(dir.path().join("vault-token"), ROOT_TOKEN).unwrap();
+    let proxy = Proxy::spawn_unready(dir).await;
+    crate::support::eventually("a refresh failure to be recorded", Duration::from_secs(10), || {
+        proxy.admin_get("/readyz").1.contains("token lookup failed")
+    })
+    .await;
+    let (status, reason) = proxy.admin_get("/readyz");
+    assert_eq!(status, 503);
+    assert!(reason.contains("waiting for Vault secret"), "{reason}");
+    let echo = Echo::https().await;
+    let started = Instant::now();
+    let (status, body) = call(&proxy, &echo, "Authorization: kw-vault-kv2").await;
+    assert_eq!(status, 503);
+    assert!(
+        body["message"].as_str().unwrap().contains("openai")
+            || body["message"].as_str().unwrap().contains("agents/bot"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+    assert!(echo.requests().is_empty());
+}
