@@ -102,7 +102,7 @@ pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
     Ok(Some(Arc::new(Policies::load(settings)?)))
 }
 
-pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
     crate::tls::install_default_provider();
     let config = Config::load(path)?;
     let metrics = Arc::new(Metrics::default());
@@ -143,6 +143,10 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> Result<(), Sta
         tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
     }
     tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
+    if let Some(bundle) = trust_bundle {
+        let certs = crate::tls::bundle::write(bundle, &config.ca_cert)?;
+        tracing::info!(path = %bundle.display(), certificates = certs, "trust bundle written (system roots + Keyward CA)");
+    }
     if let Some(file) = &store.file {
         tokio::spawn(file.clone().watch(config.secrets_poll_interval));
     }

@@ -26,6 +26,21 @@ pub enum Command {
     Run {
         #[arg(long, short, env = "KEYWARD_CONFIG")]
         config: PathBuf,
+        /// Write the system roots plus Keyward's CA to this file at start (for agents' SSL_CERT_FILE etc.).
+        #[arg(long, env = "KEYWARD_TRUST_BUNDLE")]
+        trust_bundle: Option<PathBuf>,
+    },
+    /// Run the Kubernetes mutating admission webhook that injects the sidecar.
+    Webhook {
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        tls_cert: PathBuf,
+        #[arg(long)]
+        tls_key: PathBuf,
+        /// Injector settings (YAML): image, CA secret, default config, placeholder env, resources.
+        #[arg(long)]
+        settings: PathBuf,
     },
     /// Validate a configuration (and the files it names) without starting; exits non-zero on any problem.
     Check {

@@ -21,3 +21,4 @@ pub mod secrets;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod webhook;

@@ -1,7 +1,7 @@
 //! The `keyward` binary: parses the command line and hands over to the library.
 #![forbid(unsafe_code)]
 
-use keyward::{app, cli, policy, telemetry, tls};
+use keyward::{app, cli, policy, telemetry, tls, webhook};
 
 use std::process::ExitCode;
 
@@ -107,14 +107,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, trust_bundle } => {
             telemetry::logging::init(cli.log_format);
-            run(&config)
+            serve(|stopped| async move {
+                app::run(&config, trust_bundle.as_deref(), stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Command::Webhook {
+            listen,
+            tls_cert,
+            tls_key,
+            settings,
+        } => {
+            telemetry::logging::init(cli.log_format);
+            serve(|stopped| async move {
+                let settings = webhook::load_settings(&settings).map_err(|e| e.to_string())?;
+                webhook::run(listen, &tls_cert, &tls_key, settings, stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }
     }
 }
 
-fn run(config: &std::path::Path) -> ExitCode {
+/// Runs a server future on a multi-threaded runtime until SIGTERM or Ctrl-C.
+fn serve<F, Fut>(server: F) -> ExitCode
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -129,7 +152,7 @@ fn run(config: &std::path::Path) -> ExitCode {
             tracing::info!("shutdown signal received");
             let _ = stop.send(true);
         });
-        match app::run(config, stopped).await {
+        match server(stopped).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "keyward cannot start");

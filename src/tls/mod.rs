@@ -2,6 +2,7 @@
 //! against the CONNECT target.
 
 pub mod accept;
+pub mod bundle;
 pub mod ca;
 pub mod leaf;
 

@@ -7,6 +7,7 @@ mod agents;
 mod cli;
 mod config_errors;
 mod faults;
+mod kubernetes;
 mod oauth2;
 mod policy;
 mod reliability;

@@ -9,6 +9,9 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct Pki {
     /// PEM file of the CA that signed the upstream's certificate (what `upstream_tls.extra_roots` names).
     pub ca_path: PathBuf,
+    /// The server certificate and key as PEM files, for servers the tests run as separate processes.
+    pub leaf_cert_path: PathBuf,
+    pub leaf_key_path: PathBuf,
     pub server: Arc<rustls::ServerConfig>,
     _dir: tempfile::TempDir,
 }
@@ -36,6 +39,9 @@ pub fn pki() -> &'static Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("upstream-ca.pem");
         std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        let (leaf_cert_path, leaf_key_path) = (dir.path().join("leaf.crt"), dir.path().join("leaf.key"));
+        std::fs::write(&leaf_cert_path, leaf.pem()).unwrap();
+        std::fs::write(&leaf_key_path, leaf_key.serialize_pem()).unwrap();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
@@ -47,6 +53,8 @@ pub fn pki() -> &'static Pki {
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Pki {
             ca_path,
+            leaf_cert_path,
+            leaf_key_path,
             server: Arc::new(server),
             _dir: dir,
         }

@@ -55,18 +55,24 @@ impl Proxy {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir) -> Self {
-        Self::start(dir, true).await
+        Self::start(dir, true, &[]).await
+    }
+
+    /// As [`Proxy::spawn`], with extra arguments to `keyward run`.
+    pub async fn spawn_with_args(extra: &str, args: &[&str]) -> Self {
+        Self::start(workdir(&config_yaml(extra)), true, args).await
     }
 
     /// Starts the proxy in `dir` without waiting for `/readyz` (for a backend that is not ready yet).
     pub async fn spawn_unready(dir: tempfile::TempDir) -> Self {
-        Self::start(dir, false).await
+        Self::start(dir, false, &[]).await
     }
 
-    async fn start(dir: tempfile::TempDir, wait_ready: bool) -> Self {
+    async fn start(dir: tempfile::TempDir, wait_ready: bool, args: &[&str]) -> Self {
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "run", "--config"])
             .arg(dir.path().join("keyward.yaml"))
+            .args(args)
             .env("KEYWARD_LOG", "info,keyward=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,165 @@
+//! `keyward webhook`: the Kubernetes mutating admission webhook (AdmissionReview v1) that injects the
+//! Keyward sidecar into annotated pods. It serves HTTPS only, answers malformed or oversized reviews with an
+//! error instead of failing, and never touches a pod that did not ask for injection.
+
+pub mod mutate;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use mutate::Settings;
+
+/// Largest AdmissionReview accepted; the API server's own limit on objects is 1.5 MiB.
+const MAX_REVIEW: usize = 2 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+pub fn load_settings(path: &Path) -> Result<Settings, WebhookError> {
+    let err = |message: String| WebhookError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    crate::config::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
+}
+
+fn tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    let err = |p: &Path, message: String| WebhookError::File {
+        path: p.display().to_string(),
+        message,
+    };
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).map_err(|e| err(cert, e.to_string()))?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(cert, e.to_string()))?;
+    let key_der = rustls_pemfile::private_key(&mut std::fs::read(key).map_err(|e| err(key, e.to_string()))?.as_slice())
+        .map_err(|e| err(key, e.to_string()))?
+        .ok_or_else(|| err(key, "no private key".into()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| err(cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves until `shutdown` flips.
+pub async fn run(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), WebhookError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls(cert, key)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| WebhookError::Bind { addr: listen, source })?;
+    tracing::info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "keyward webhook listening");
+    let settings = Arc::new(settings);
+    crate::listener::serve(listener, shutdown, 1024, move |stream, peer| {
+        let (acceptor, settings) = (acceptor.clone(), settings.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                tracing::debug!(%peer, "webhook TLS handshake failed");
+                return;
+            };
+            let service = service_fn(move |req| {
+                let settings = settings.clone();
+                async move { Ok::<_, Infallible>(handle(&settings, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
+        (&Method::POST, "/mutate") if declared_length(&req).is_some_and(|n| n > MAX_REVIEW as u64) => reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": "review over 2 MiB refused" }),
+        ),
+        (&Method::POST, "/mutate") => match Limited::new(req.into_body(), MAX_REVIEW).collect().await {
+            Ok(body) => review(settings, &body.to_bytes()),
+            Err(_) => reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": "review over 2 MiB refused" }),
+            ),
+        },
+        _ => reply(StatusCode::NOT_FOUND, json!({ "error": "not found" })),
+    }
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The AdmissionReview answer: always `allowed` (the webhook only adds, never vetoes), with a patch when the
+/// pod asked for injection.
+fn review(settings: &Settings, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(review) = serde_json::from_slice::<Value>(body) else {
+        return reply(StatusCode::BAD_REQUEST, json!({ "error": "body is not JSON" }));
+    };
+    let (Some(uid), Some(pod)) = (
+        review.pointer("/request/uid").and_then(Value::as_str),
+        review.pointer("/request/object"),
+    ) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "not an AdmissionReview: request.uid and request.object are required" }),
+        );
+    };
+    let mut response = json!({ "uid": uid, "allowed": true });
+    if let Some(ops) = mutate::patch(pod, settings) {
+        let name = pod
+            .pointer("/metadata/name")
+            .or(pod.pointer("/metadata/generateName"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        tracing::info!(pod = name, operations = ops.len(), "injecting the keyward sidecar");
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(Value::Array(ops).to_string()));
+    }
+    reply(
+        StatusCode::OK,
+        json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response }),
+    )
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static status and headers are valid")
+}
