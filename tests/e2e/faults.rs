@@ -21,7 +21,8 @@ async fn an_upstream_reset_mid_response_reaches_the_agent_as_an_error_and_nothin
         &["--http1.1", &format!("https://localhost:{}/truncate", echo.port())],
     )
     .await;
-    assert_eq!(broken.status, 200, "the head had been sent");
+    // Whether the head reached the agent before the upstream broke off is a race; either way the agent must
+    // see a failed transfer, never a clean, short response.
     assert!(
         broken.stderr.contains("curl:"),
         "the agent sees the transfer fail: {}",
