@@ -24,7 +24,8 @@ impl Ca {
             path: path.display().to_string(),
             message: message.into(),
         };
-        let key = KeyPair::from_pem(&key_pem).map_err(|_| bad(key_path, "not a PEM private key"))?;
+        let key = key_pair(&key_pem)
+            .ok_or_else(|| bad(key_path, "not a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 P-256)"))?;
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .and_then(Result::ok)
@@ -76,6 +77,46 @@ impl Ca {
     }
 }
 
+/// The CA key in any of the PEM forms CA tooling writes: PKCS#8, PKCS#1 RSA (openssl's traditional format
+/// and Helm's `genCA`) or SEC1 EC. ring signs from PKCS#8 only, so the other two are wrapped into it.
+fn key_pair(pem: &str) -> Option<KeyPair> {
+    use rustls::pki_types::PrivateKeyDer;
+    // AlgorithmIdentifier DER: rsaEncryption + NULL; id-ecPublicKey + prime256v1.
+    const RSA: &[u8] = &[
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    const P256: &[u8] = &[
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+        0x03, 0x01, 0x07,
+    ];
+    let pkcs8 = match rustls_pemfile::private_key(&mut pem.as_bytes()).ok()?? {
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        PrivateKeyDer::Pkcs1(k) => pkcs8_wrap(RSA, k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => pkcs8_wrap(P256, k.secret_sec1_der()),
+        _ => return None,
+    };
+    KeyPair::try_from(pkcs8.as_slice()).ok()
+}
+
+/// `PrivateKeyInfo ::= SEQUENCE { version 0, algorithm, privateKey OCTET STRING }` (RFC 5208).
+fn pkcs8_wrap(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    let inner = [&[0x02, 0x01, 0x00][..], algorithm, &tlv(0x04, key)].concat();
+    tlv(0x30, &inner)
+}
+
 fn short_id() -> String {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     format!("{:08x}", (nanos as u64 ^ u64::from(std::process::id())) as u32)
@@ -109,6 +150,19 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_from_openssl_and_helm_formats_load_and_sign() {
+        for dir in ["ca-rsa-pkcs1", "ca-ec-sec1"] {
+            let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(dir);
+            let ca = Ca::load(&base.join("ca.crt"), &base.join("ca.key")).unwrap_or_else(|e| panic!("{dir}: {e}"));
+            let leaf_key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+            assert!(params.signed_by(&leaf_key, &ca.issuer).is_ok(), "{dir} signs leaves");
+        }
+    }
 
     #[test]
     fn create_then_load_and_refuse_half_pairs() {
