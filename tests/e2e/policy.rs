@@ -222,7 +222,12 @@ async fn broken_reload_keeps_enforcing_and_a_fixed_one_switches() {
     )
     .unwrap();
     let (status, body) = proxy.admin_post("/reload");
-    assert_eq!((status, body.as_str()), (200, r#"{"policy":"reloaded"}"#));
+    // The file poller (100 ms here) may have applied the fix first, and then `/reload` rightly says unchanged.
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body == r#"{"policy":"reloaded"}"# || body == r#"{"policy":"unchanged"}"#,
+        "{body}"
+    );
     assert_eq!(
         curl(&proxy, &["-X", "POST", &url]).await.status,
         200,
