@@ -36,6 +36,10 @@ pub struct Settings {
     pub ca_secret: String,
     /// ConfigMap with `keyward.yaml`, unless the pod names one in `keyward.dev/config`.
     pub default_config: String,
+    /// Secret with the admin API token (key `token`), mounted at /etc/keyward/admin for `admin_token`. The
+    /// admin listener has to be reachable by kubelet probes, so on a pod network it must not be open.
+    #[serde(default)]
+    pub admin_token_secret: Option<String>,
     #[serde(default = "default_true")]
     pub native_sidecar: bool,
     #[serde(default = "default_proxy_port")]
@@ -99,11 +103,14 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
         .unwrap_or_else(|| "agent".into());
     let config_map = annotation(CONFIG).unwrap_or(&settings.default_config);
 
-    let volumes = [
+    let mut volumes = vec![
         json!({ "name": "keyward-config", "configMap": { "name": config_map } }),
         json!({ "name": "keyward-ca", "secret": { "secretName": settings.ca_secret, "defaultMode": 0o400 } }),
         json!({ "name": "keyward-trust", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }),
     ];
+    if let Some(secret) = &settings.admin_token_secret {
+        volumes.push(json!({ "name": "keyward-admin", "secret": { "secretName": secret, "defaultMode": 0o400 } }));
+    }
     append(&mut ops, pod.pointer("/spec/volumes"), "/spec/volumes", &volumes);
 
     let sidecar = sidecar(settings, &agent_id, native, annotation(CPU), annotation(MEMORY));
@@ -250,6 +257,13 @@ fn sidecar(settings: &Settings, agent_id: &str, native: bool, cpu: Option<&str>,
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
+    if settings.admin_token_secret.is_some() {
+        let mount = json!({ "name": "keyward-admin", "mountPath": "/etc/keyward/admin", "readOnly": true });
+        container["volumeMounts"]
+            .as_array_mut()
+            .expect("built above")
+            .push(mount);
+    }
     if native {
         container["restartPolicy"] = json!("Always");
     }
@@ -407,6 +421,35 @@ mod tests {
         );
         assert!(containers[2].get("env").is_none(), "metrics not selected");
         assert!(containers[3].get("env").is_none(), "tool excluded");
+    }
+
+    #[test]
+    fn the_admin_token_secret_is_mounted_when_configured() {
+        let mut with_token = settings();
+        with_token.admin_token_secret = Some("keyward-admin-token".into());
+        let pod = pod(json!({ INJECT: "true" }), json!({ "containers": [{ "name": "app" }] }));
+        let ops = patch(&pod, &with_token).unwrap();
+        let mut out = pod.clone();
+        json_patch::patch(
+            &mut out,
+            &serde_json::from_value::<json_patch::Patch>(Value::Array(ops)).unwrap(),
+        )
+        .unwrap();
+        assert!(out["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "keyward-admin-token"));
+        let mounts = out["spec"]["initContainers"][0]["volumeMounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/keyward/admin"));
+        assert!(
+            out["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["name"] != "keyward-admin"),
+            "the agent never sees it"
+        );
     }
 
     #[test]
