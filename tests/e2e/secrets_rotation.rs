@@ -30,6 +30,16 @@ async fn call(proxy: &Proxy, url: &str) -> u16 {
         .status
 }
 
+/// The `Authorization` the upstream received last.
+fn last_authorization(echo: &Echo) -> String {
+    echo.requests()
+        .last()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_value_is_used_without_restart_and_broken_file_keeps_last_good() {
     let echo = Echo::https().await;
@@ -41,13 +51,7 @@ async fn rotated_value_is_used_without_restart_and_broken_file_keeps_last_good()
         .wait_for_log("secrets file reloaded", Duration::from_secs(10))
         .await;
     assert_eq!(call(&proxy, &url).await, 200);
-    let seen = echo
-        .requests()
-        .last()
-        .unwrap()
-        .header("authorization")
-        .unwrap()
-        .to_string();
+    let seen = last_authorization(&echo);
     assert_eq!(seen, format!("Bearer {rotated}"));
 
     std::fs::write(proxy.path("secrets.yaml"), "openai_key: [unterminated\n").unwrap();
@@ -55,12 +59,6 @@ async fn rotated_value_is_used_without_restart_and_broken_file_keeps_last_good()
         .wait_for_log("secrets file not reloaded", Duration::from_secs(10))
         .await;
     assert_eq!(call(&proxy, &url).await, 200);
-    let seen = echo
-        .requests()
-        .last()
-        .unwrap()
-        .header("authorization")
-        .unwrap()
-        .to_string();
+    let seen = last_authorization(&echo);
     assert_eq!(seen, format!("Bearer {rotated}"), "last good value stays in service");
 }
