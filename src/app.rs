@@ -20,7 +20,9 @@ use crate::secrets::file::{FileStore, FileStoreError};
 use crate::secrets::oauth2::OAuth2Store;
 use crate::secrets::vault::VaultStore;
 use crate::secrets::{SecretRef, Secrets};
+use crate::telemetry::audit::AuditLog;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Tracing;
 use crate::tls::ca::Ca;
 use crate::tls::leaf::LeafCache;
 use crate::tls::TlsError;
@@ -39,6 +41,10 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Trace(#[from] crate::telemetry::trace::TraceError),
+    #[error(transparent)]
+    Audit(#[from] crate::telemetry::audit::AuditError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -106,6 +112,16 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     crate::tls::install_default_provider();
     let config = Config::load(path)?;
     let metrics = Arc::new(Metrics::default());
+    metrics.agent(&config.agent_id);
+    let audit = AuditLog::open(&config.audit, metrics.clone())?;
+    let traces = match &config.traces {
+        Some(settings) => {
+            let started = Tracing::start(settings, metrics.clone())?;
+            tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, sample_ratio = settings.sample_ratio, "exporting traces over OTLP");
+            Some(Arc::new(started))
+        }
+        None => None,
+    };
     let readiness = Arc::new(Readiness::starting());
     let admin_listener = bind(config.admin).await?;
     let admin_addr = local(&admin_listener);
@@ -193,6 +209,8 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
         credentials: Credentials::new(config.credentials),
         secrets: store,
         metrics,
+        tracing: traces.clone(),
+        audit,
         scrubbers: Default::default(),
         kill_switch,
         limits: config.limits.clone(),
@@ -229,6 +247,9 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     let left = drain.wait(config.shutdown_grace).await;
     if left > 0 {
         tracing::warn!(requests = left, "shutdown grace period over; in-flight requests cut");
+    }
+    if let Some(traces) = traces {
+        traces.shutdown(std::time::Duration::from_secs(5)).await;
     }
     tracing::info!("keyward stopped");
     Ok(())

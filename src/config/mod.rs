@@ -51,6 +51,8 @@ pub struct Config {
     pub oauth2: Vec<crate::secrets::oauth2::Spec>,
     /// Field path of each credential, in the same order, for errors found after loading.
     credential_fields: Vec<String>,
+    pub traces: Option<crate::telemetry::trace::TraceSettings>,
+    pub audit: crate::telemetry::audit::AuditSettings,
 }
 
 /// Where a token is read from at start.

@@ -43,6 +43,109 @@ pub struct RawConfig {
     pub resolve: BTreeMap<String, Vec<IpAddr>>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// What Keyward reports about each request besides `/metrics`: OTLP traces and the audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Present (or `OTEL_EXPORTER_OTLP_ENDPOINT` set) turns tracing on.
+    pub traces: Option<RawTraces>,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraces {
+    /// Collector URL; unset falls back to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; unset falls back to `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, then `grpc`.
+    pub protocol: Option<String>,
+    /// Share of new traces recorded; a trace the agent started keeps the agent's sampling decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Finished spans waiting for export; past this, spans are dropped and counted rather than slowing requests.
+    #[serde(default = "default_trace_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_trace_batch")]
+    pub max_batch: usize,
+    #[serde(default = "default_trace_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    #[serde(default = "default_trace_timeout", with = "humantime_serde")]
+    pub export_timeout: Duration,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+impl Default for RawTraces {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: None,
+            sample_ratio: default_sample_ratio(),
+            max_queue: default_trace_queue(),
+            max_batch: default_trace_batch(),
+            flush_interval: default_trace_flush(),
+            export_timeout: default_trace_timeout(),
+            service_name: default_service_name(),
+        }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn default_trace_queue() -> usize {
+    4096
+}
+
+fn default_trace_batch() -> usize {
+    512
+}
+
+fn default_trace_flush() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_trace_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_service_name() -> String {
+    "keyward".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `stdout`, `off`, or a file path (appended to, created if missing).
+    #[serde(default = "default_audit_output")]
+    pub output: String,
+    /// Lines waiting for the writer; past this they are dropped and counted rather than blocking requests.
+    #[serde(default = "default_audit_queue")]
+    pub max_queue: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            output: default_audit_output(),
+            max_queue: default_audit_queue(),
+        }
+    }
+}
+
+fn default_audit_output() -> String {
+    "stdout".into()
+}
+
+fn default_audit_queue() -> usize {
+    65536
 }
 
 fn default_listen() -> String {

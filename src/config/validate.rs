@@ -7,8 +7,8 @@ use std::path::Path;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    Inject, PolicyMode, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth, RawVault,
-    RawVaultRef,
+    Inject, PolicyMode, RawAudit, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth,
+    RawTraces, RawVault, RawVaultRef,
 };
 use super::{Config, FieldError, PolicyConfig, RouteLimits, TokenSource};
 use crate::credentials::{CredentialSpec, Format};
@@ -16,6 +16,8 @@ use crate::policy::Mode;
 use crate::ratelimit;
 use crate::route::{normalize_host, HostPattern, Route};
 use crate::secrets::{oauth2, vault, KvVersion, SecretRef, VaultRef};
+use crate::telemetry::audit::{AuditOutput, AuditSettings};
+use crate::telemetry::trace::{OtlpProtocol, TraceSettings};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -138,6 +140,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         routes.push(route(r, &at)?);
     }
     check_placeholders(&credentials, &credential_fields)?;
+    let traces = traces(raw.telemetry.traces)?;
+    let audit = audit(raw.telemetry.audit, base)?;
     Ok(Config {
         path: Default::default(),
         text: String::new(),
@@ -171,6 +175,98 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         credentials,
         oauth2,
         credential_fields,
+        traces,
+        audit,
+    })
+}
+
+/// Tracing is on when configured, or when the standard OTLP endpoint variables are set (then with defaults);
+/// `OTEL_SDK_DISABLED=true` turns it off either way.
+fn traces(raw: Option<RawTraces>) -> Result<Option<TraceSettings>, FieldError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let raw = match raw {
+        Some(raw) => raw,
+        None if env_endpoint.is_some() => RawTraces::default(),
+        None => return Ok(None),
+    };
+    let (protocol_field, protocol) = match raw.protocol {
+        Some(p) => ("telemetry.traces.protocol", p),
+        None => (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                .unwrap_or_else(|| "grpc".into()),
+        ),
+    };
+    let protocol = match protocol.as_str() {
+        "grpc" => OtlpProtocol::Grpc,
+        "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        other => {
+            return Err(FieldError::new(
+                protocol_field,
+                format!("`{other}` is not supported: use `grpc` or `http/protobuf`"),
+            ))
+        }
+    };
+    let endpoint = raw.endpoint.or(env_endpoint).ok_or_else(|| {
+        FieldError::new(
+            "telemetry.traces.endpoint",
+            "set it, or OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4317",
+        )
+    })?;
+    let uri: http::Uri = endpoint
+        .parse()
+        .ok()
+        .filter(|u: &http::Uri| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+        .ok_or_else(|| FieldError::new("telemetry.traces.endpoint", "expected an http:// or https:// URL"))?;
+    let endpoint = match protocol {
+        // The collector's HTTP receiver listens on /v1/traces; a bare base URL means that path.
+        OtlpProtocol::HttpProtobuf if uri.path() == "/" => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+        _ => endpoint,
+    };
+    if !(0.0..=1.0).contains(&raw.sample_ratio) {
+        return Err(FieldError::new("telemetry.traces.sample_ratio", "between 0.0 and 1.0"));
+    }
+    if raw.max_queue == 0 || raw.max_batch == 0 || raw.flush_interval.is_zero() || raw.export_timeout.is_zero() {
+        return Err(FieldError::new(
+            "telemetry.traces",
+            "max_queue, max_batch, flush_interval and export_timeout must be above zero",
+        ));
+    }
+    Ok(Some(TraceSettings {
+        endpoint,
+        protocol,
+        sample_ratio: raw.sample_ratio,
+        max_queue: raw.max_queue,
+        max_batch: raw.max_batch,
+        flush_interval: raw.flush_interval,
+        export_timeout: raw.export_timeout,
+        service_name: raw.service_name,
+    }))
+}
+
+fn audit(raw: RawAudit, base: &Path) -> Result<AuditSettings, FieldError> {
+    if raw.max_queue == 0 {
+        return Err(FieldError::new("telemetry.audit.max_queue", "must be above zero"));
+    }
+    let output = match raw.output.as_str() {
+        "" => {
+            return Err(FieldError::new(
+                "telemetry.audit.output",
+                "`stdout`, `off` or a file path",
+            ))
+        }
+        "stdout" => AuditOutput::Stdout,
+        "off" => AuditOutput::Off,
+        path => AuditOutput::File(base.join(path)),
+    };
+    Ok(AuditSettings {
+        output,
+        max_queue: raw.max_queue,
     })
 }
 

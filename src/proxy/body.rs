@@ -9,7 +9,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::OwnedSemaphorePermit;
+
+use super::ctx::Completion;
+use crate::listener::DrainGuard;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -27,9 +33,9 @@ pub enum Outgoing {
     Streaming(Body),
 }
 
-impl From<Incoming> for Outgoing {
+impl From<AgentBody> for Outgoing {
     /// An empty body counts as buffered: a GET can always be replayed.
-    fn from(body: Incoming) -> Self {
+    fn from(body: AgentBody) -> Self {
         if body.is_end_stream() {
             Self::Buffered(Bytes::new())
         } else {
@@ -80,7 +86,7 @@ impl Outgoing {
 }
 
 /// Returns the body to forward and what the policy may see of it.
-pub async fn peek(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<(Outgoing, PolicyBody), hyper::Error> {
+pub async fn peek(body: AgentBody, headers: &HeaderMap, limit: u64) -> Result<(Outgoing, PolicyBody), hyper::Error> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -228,18 +234,96 @@ impl HttpBody for Tracked {
     }
 }
 
-/// A body that keeps something alive (a drain guard) until it is done or dropped.
-pub struct Held<T> {
-    pub inner: Body,
-    pub _keep: T,
+/// Unread request body left when a request is answered early (a denial) is read and discarded, up to
+/// this much and this long, before the stream is let go.
+const DISCARD_LIMIT: usize = 64 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(1);
+
+/// The agent's request body. Answering before the agent has finished sending is allowed, but dropping the
+/// body then makes HTTP/2 reset the stream, and clients such as curl report that reset instead of the
+/// JSON refusal. So when dropped unfinished, the rest of a small body is read in the background first.
+pub struct AgentBody(Option<Incoming>);
+
+impl AgentBody {
+    pub fn new(body: Incoming) -> Self {
+        Self(Some(body))
+    }
 }
 
-impl<T: Unpin> HttpBody for Held<T> {
+impl HttpBody for AgentBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.as_ref().map(HttpBody::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentBody {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take().filter(|b| !b.is_end_stream()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut read = 0;
+            let _ = tokio::time::timeout(DISCARD_TIME, async {
+                while read <= DISCARD_LIMIT {
+                    match body.frame().await {
+                        Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                        _ => return,
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+/// The response body on its way to the agent. It keeps the request counted as in flight, counts the bytes,
+/// and when done or dropped finishes the request's record (audit line, span end).
+pub struct Held {
+    inner: Body,
+    // Declared before the drain guard, so the record is written before shutdown can see the request done.
+    completion: Completion,
+    _drain: DrainGuard,
+}
+
+impl Held {
+    pub fn new(inner: Body, drain: DrainGuard, completion: Completion) -> Self {
+        Self {
+            inner,
+            _drain: drain,
+            completion,
+        }
+    }
+}
+
+impl HttpBody for Held {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.completion.bytes_out += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -249,4 +333,15 @@ impl<T: Unpin> HttpBody for Held<T> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Counts the data bytes of `body` into `total` as they pass.
+pub fn counted(body: Body, total: Arc<AtomicU64>) -> Body {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            total.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    })
+    .boxed_unsync()
 }

@@ -21,6 +21,7 @@ use crate::upstream::Body;
 
 /// Serves one agent connection until it closes.
 pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr) {
+    let _open = state.metrics.connection_opened();
     let state_limits = state.limits.clone();
     let service = service_fn(move |req| {
         let state = state.clone();

@@ -39,6 +39,9 @@ pub struct ProxyState {
     pub unmatched_allow_private: bool,
     pub agent_tls_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// `None` when tracing is off.
+    pub tracing: Option<Arc<crate::telemetry::trace::Tracing>>,
+    pub audit: crate::telemetry::audit::AuditLog,
     pub scrubbers: crate::scrub::Cache,
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
     pub limits: crate::config::raw::RawLimits,

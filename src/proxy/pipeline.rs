@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::{Held, Outgoing, Tracked};
+use super::body::{AgentBody, Held, Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -23,12 +23,17 @@ use crate::route::{has_dot_segment, normalize_host, split_host_port};
 use crate::upstream::Body;
 use crate::upstream::{ConnectOptions, UpstreamError};
 use bytes::Bytes;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use std::time::Instant;
+
+use crate::telemetry::trace;
 
 /// Runs the stages and turns any failure into its JSON response; never fails itself.
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
     let in_flight = state.drain.enter();
-    let mut ctx = RequestCtx::start(&target, req.method(), req.uri().path());
+    let mut ctx = RequestCtx::start(&state, &target, &req);
+    let req = req.map(AgentBody::new);
     let response = match forward(&state, &target, req, &mut ctx).await {
         Ok(response) => response,
         Err(error) => {
@@ -36,21 +41,15 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
             error.response(&ctx.id)
         }
     };
-    ctx.finish(response.status(), &state.agent.id, &state.metrics);
-    // The request counts as in flight until the agent has the whole body.
-    response.map(|body| {
-        Held {
-            inner: body,
-            _keep: in_flight,
-        }
-        .boxed_unsync()
-    })
+    let completion = ctx.respond(response.status(), state.clone());
+    // The request counts as in flight, and its record stays open, until the agent has the whole body.
+    response.map(|body| Held::new(body, in_flight, completion).boxed_unsync())
 }
 
 async fn forward(
     state: &ProxyState,
     target: &Target,
-    req: Request<Incoming>,
+    req: Request<AgentBody>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     if state.kill_switch.is_blocked(&state.agent.id) {
@@ -66,12 +65,12 @@ async fn forward(
     let route = state
         .routes
         .find(&target.host, target.port, &parts.method, parts.uri.path());
-    ctx.route = route.map(|r| r.name.clone());
+    ctx.set_route(route.map(|r| r.name.clone()));
     let user = take_user(&mut parts.headers, &state.user_header);
-    ctx.user = user.clone();
+    ctx.set_user(user.clone());
     let plain_http = target.scheme == Scheme::Http;
     let plan = state.credentials.plan(route.map(|r| &**r), plain_http, &parts)?;
-    ctx.credentials = state.credentials.names(&plan);
+    ctx.set_credentials(state.credentials.names(&plan));
     let allow_private = match route {
         Some(route) => route.allow_private,
         None if state.unmatched == Unmatched::Tunnel => state.unmatched_allow_private,
@@ -89,9 +88,15 @@ async fn forward(
             let (body, seen) = super::body::peek(body, &parts.headers, gate.body_limit)
                 .await
                 .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
             let input = policy_input(state, gate, target, &parts, seen, user.as_deref(), ctx);
             let decision = gate.policies.decide(entrypoint, input);
-            ctx.decide(&decision, gate.policies.mode());
+            ctx.decide(&decision, gate.policies.mode(), &state.metrics);
+            span.set(trace::text(
+                "keyward.policy.decision",
+                if decision.allow { "allow" } else { "deny" },
+            ));
+            drop(span);
             if !decision.allow && gate.policies.mode() == Mode::Enforce {
                 return Err(ProxyError::PolicyDenied {
                     reason: decision.reason,
@@ -101,23 +106,23 @@ async fn forward(
         }
         None => Outgoing::from(body),
     };
-    if let Err(limited) = state.rate_limits.check(ctx.route.as_deref(), user.as_deref()) {
+    if let Err(limited) = state.rate_limits.check(ctx.route(), user.as_deref()) {
         let scope = match limited.scope {
             Scope::Route => "route",
             Scope::Agent => "agent",
         };
+        ctx.rate_limited(scope, &state.metrics);
         return Err(ProxyError::RateLimited {
             scope,
             retry_after: limited.retry_after,
         });
     }
     let limits = ctx
-        .route
-        .as_deref()
+        .route()
         .and_then(|r| state.route_limits.get(r))
         .unwrap_or(&NO_LIMITS);
-    let permit = match ctx.route.as_deref().and_then(|r| state.concurrency.get(r)) {
-        Some(cap) => Some(cap.acquire(ctx.route.as_deref().unwrap_or("-")).await?),
+    let permit = match ctx.route().and_then(|r| state.concurrency.get(r)) {
+        Some(cap) => Some(cap.acquire(ctx.route().unwrap_or("-")).await?),
         None => None,
     };
     let retry = limits
@@ -132,10 +137,7 @@ async fn forward(
         None => body,
     };
     super::scrubbing::canary(state, &parts, body.bytes())?;
-    let scrubber = ctx
-        .route
-        .as_deref()
-        .and_then(|r| super::scrubbing::scrubber(state, Some(r)));
+    let scrubber = ctx.route().and_then(|r| super::scrubbing::scrubber(state, Some(r)));
     if scrubber.is_some() {
         // Echoed secrets must be found in the response, so ask for it uncompressed where the upstream obliges.
         parts.headers.insert(
@@ -146,8 +148,14 @@ async fn forward(
     // What a second attempt needs if the upstream rejects a credential: the request before the swap.
     let pre_swap = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
+    let span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
     state.secrets.prepare(&refs).await;
-    state.credentials.write(plan, &mut parts, &*state.secrets)?;
+    if let Err(e) = state.credentials.write(plan, &mut parts, &*state.secrets) {
+        let e = ProxyError::from(e);
+        span.fail(e.classify().1);
+        return Err(e);
+    }
+    drop(span);
     finalize(target, &mut parts)?;
     let opts = ConnectOptions {
         allow_private,
@@ -161,14 +169,15 @@ async fn forward(
         retry,
     };
     let (first, replay) = body.into_parts();
+    let first = super::body::counted(first, ctx.bytes_in.clone());
     let mut response = exchange.send(&parts, first, replay.clone(), ctx).await?;
     if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), pre_swap, replay) {
         if rotated(state, &refs).await {
             state.credentials.write(plan, &mut parts, &*state.secrets)?;
             finalize(target, &mut parts)?;
-            ctx.retries += 1;
+            ctx.retried(&state.metrics);
             tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
-            response = exchange.once(&parts, full(bytes)).await?;
+            response = exchange.once(&parts, full(bytes), ctx).await?;
         }
     }
     let (mut parts, body) = response.into_parts();
@@ -176,7 +185,7 @@ async fn forward(
     let body = Tracked::new(body, limits.idle, permit).boxed_unsync();
     let body = match scrubber {
         Some(scrubber) => {
-            let route = ctx.route.clone().unwrap_or_default();
+            let route = ctx.route().unwrap_or_default().to_string();
             super::scrubbing::response(scrubber, &mut parts.headers, body, state.metrics.clone(), route)?
         }
         None => body,
@@ -203,17 +212,45 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// One attempt, bounded by the time-to-response-headers limit.
-    async fn once(&self, parts: &http::request::Parts, body: Body) -> Result<Response<Incoming>, ProxyError> {
-        let sending = self
-            .state
-            .upstream
-            .send(Request::from_parts(parts.clone(), body), self.opts);
+    /// One attempt, bounded by the time-to-response-headers limit, in its own client span whose context the
+    /// upstream receives as `traceparent`.
+    async fn once(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let mut parts = parts.clone();
+        let span = ctx.span(
+            "keyward.upstream",
+            SpanKind::Client,
+            vec![
+                trace::text("http.request.method", parts.method.to_string()),
+                trace::text("server.address", parts.uri.host().unwrap_or_default().to_string()),
+            ],
+        );
+        span.inject(&mut parts.headers);
+        let started = Instant::now();
+        let result = self.attempt(parts, body).await;
+        ctx.upstream_answered(started.elapsed(), &self.state.metrics);
+        match &result {
+            Ok(response) => span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            )),
+            Err(e) => span.fail(e.classify().1),
+        }
+        result
+    }
+
+    async fn attempt(&self, parts: http::request::Parts, body: Body) -> Result<Response<Incoming>, ProxyError> {
+        let host = parts.uri.host().unwrap_or_default().to_string();
+        let sending = self.state.upstream.send(Request::from_parts(parts, body), self.opts);
         match self.limits.response_headers {
             Some(limit) => tokio::time::timeout(limit, sending)
                 .await
                 .map_err(|_| UpstreamError::Timeout {
-                    host: parts.uri.host().unwrap_or_default().to_string(),
+                    host,
                     phase: "response_headers",
                 })?,
             None => sending.await,
@@ -236,7 +273,7 @@ impl Exchange<'_> {
         let mut attempt = 1;
         loop {
             let this = body.take().unwrap_or_else(|| full(replay.clone().unwrap_or_default()));
-            let result = self.once(parts, this).await;
+            let result = self.once(parts, this, ctx).await;
             let Some(policy) = policy else { return result };
             let why = match &result {
                 Ok(response) => policy.transient_status(response.status(), response.headers()),
@@ -259,7 +296,7 @@ impl Exchange<'_> {
             drop(result);
             tokio::time::sleep(delay).await;
             attempt += 1;
-            ctx.retries += 1;
+            ctx.retried(&self.state.metrics);
         }
     }
 }
@@ -306,8 +343,8 @@ fn policy_input(
     let context = input::Context {
         agent: &state.agent,
         user,
-        route: ctx.route.as_deref(),
-        credentials: &ctx.credentials,
+        route: ctx.route(),
+        credentials: ctx.credentials(),
         now: chrono::Utc::now().with_timezone(&gate.timezone),
         has_placeholder: &has_placeholder,
     };

@@ -1,16 +1,79 @@
 //! Prometheus metrics. Label values come only from configuration (route and credential names) or from fixed
 //! sets (error codes), so cardinality is bounded by the config, never by traffic.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// Seconds; from a cached hit (well under a millisecond) to a slow upstream.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Distinct policy denial reasons kept as label values; later ones are counted as `other`. Reasons are
+/// written by policy authors and may embed request data, so they cannot be trusted to stay few.
+const MAX_DENIAL_REASONS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    agent: String,
     route: String,
+    method: &'static str,
+    status_class: &'static str,
+    decision: &'static str,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    route: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    route: String,
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    agent: String,
+    version: &'static str,
+}
+
+/// What one finished request contributes to the request metrics.
+pub struct RequestOutcome<'a> {
+    pub agent: &'a str,
+    pub route: Option<&'a str>,
+    pub method: &'a http::Method,
+    pub status: http::StatusCode,
+    pub decision: Option<&'static str>,
+    pub outcome: &'static str,
+    pub duration: Duration,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +113,16 @@ struct CredentialLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily,
+    upstream_duration: HistogramFamily,
+    denials: Family<DenialLabels, Counter>,
+    denial_reasons: Mutex<HashSet<String>>,
+    rate_limited: Family<LimitedLabels, Counter>,
+    retries: Family<RouteLabels, Counter>,
+    open_connections: Gauge,
+    spans_dropped: Family<ReasonLabels, Counter>,
+    audit_dropped: Counter,
+    info: Family<InfoLabels, Gauge>,
     exfiltration: Family<CredentialLabels, Counter>,
     pub certificates_minted: Counter,
     policy_decisions: Family<DecisionLabels, Counter>,
@@ -69,8 +142,62 @@ impl Default for Metrics {
         let exfiltration = Family::<CredentialLabels, Counter>::default();
         registry.register(
             "requests",
-            "Intercepted requests by route and outcome (forwarded or error code)",
+            "Intercepted requests by agent, route, method, status class, policy decision and outcome (forwarded or error code)",
             requests.clone(),
+        );
+        let request_duration = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request to its response head being sent to the agent, by route",
+            request_duration.clone(),
+        );
+        let upstream_duration = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending upstream to the upstream's response head, per attempt, by route",
+            upstream_duration.clone(),
+        );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "policy_denials",
+            "Requests the policy denied, by route and reason (the first 64 distinct reasons; then `other`)",
+            denials.clone(),
+        );
+        let rate_limited = Family::<LimitedLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by route and scope (route or agent)",
+            rate_limited.clone(),
+        );
+        let retries = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts after the first (transient failures and rotated credentials), by route",
+            retries.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Agent connections to the proxy listener open now",
+            open_connections.clone(),
+        );
+        let spans_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans not exported: queue_full (the export queue was at its bound) or export_failed",
+            spans_dropped.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_lines_dropped",
+            "Audit lines not written because the writer's queue was full or the output failed",
+            audit_dropped.clone(),
+        );
+        let info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "info",
+            "Always 1; labels name the agent this sidecar serves and the Keyward version (join on instance for per-agent views)",
+            info.clone(),
         );
         registry.register(
             "exfiltration_attempts",
@@ -135,6 +262,16 @@ impl Default for Metrics {
         Self {
             registry,
             requests,
+            request_duration,
+            upstream_duration,
+            denials,
+            denial_reasons: Mutex::default(),
+            rate_limited,
+            retries,
+            open_connections,
+            spans_dropped,
+            audit_dropped,
+            info,
             exfiltration,
             certificates_minted,
             policy_decisions,
@@ -150,9 +287,84 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, route: Option<&str>, outcome: &'static str) {
+    pub fn agent(&self, agent: &str) {
+        self.info
+            .get_or_create(&InfoLabels {
+                agent: agent.to_string(),
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+    }
+
+    pub fn request(&self, r: &RequestOutcome<'_>) {
+        let route = r.route.unwrap_or("none").to_string();
+        self.request_duration
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .observe(r.duration.as_secs_f64());
+        if let Some(decision) = r.decision {
+            self.policy_decisions
+                .get_or_create(&DecisionLabels {
+                    route: route.clone(),
+                    decision,
+                })
+                .inc();
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                agent: r.agent.to_string(),
+                route,
+                method: method_label(r.method),
+                status_class: status_class(r.status),
+                decision: r.decision.unwrap_or("none"),
+                outcome: r.outcome,
+            })
+            .inc();
+    }
+
+    pub fn upstream_duration(&self, route: Option<&str>, duration: Duration) {
         let route = route.unwrap_or("none").to_string();
-        self.requests.get_or_create(&RequestLabels { route, outcome }).inc();
+        self.upstream_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn policy_denial(&self, route: Option<&str>, reason: &str) {
+        let reason = {
+            let mut seen = self.denial_reasons.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.contains(reason) || (seen.len() < MAX_DENIAL_REASONS && seen.insert(reason.to_string())) {
+                reason.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        let route = route.unwrap_or("none").to_string();
+        self.denials.get_or_create(&DenialLabels { route, reason }).inc();
+    }
+
+    pub fn rate_limited(&self, route: Option<&str>, scope: &'static str) {
+        let route = route.unwrap_or("none").to_string();
+        self.rate_limited.get_or_create(&LimitedLabels { route, scope }).inc();
+    }
+
+    pub fn retried(&self, route: Option<&str>) {
+        let route = route.unwrap_or("none").to_string();
+        self.retries.get_or_create(&RouteLabels { route }).inc();
+    }
+
+    /// Counts an agent connection as open until the returned guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.open_connections.clone())
+    }
+
+    pub fn spans_dropped(&self, reason: &'static str, count: usize) {
+        self.spans_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(count as u64);
+    }
+
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
     }
 
     pub fn exfiltration_attempt(&self, credential: &str) {
@@ -160,13 +372,6 @@ impl Metrics {
             .get_or_create(&CredentialLabels {
                 credential: credential.to_string(),
             })
-            .inc();
-    }
-
-    pub fn policy_decision(&self, route: Option<&str>, decision: &'static str) {
-        let route = route.unwrap_or("none").to_string();
-        self.policy_decisions
-            .get_or_create(&DecisionLabels { route, decision })
             .inc();
     }
 
@@ -215,5 +420,134 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Keeps `keyward_open_connections` up to date however a connection ends.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Standard methods by name; anything else is one value, so a client cannot mint label values.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_reasons_are_capped() {
+        let m = Metrics::default();
+        for i in 0..(MAX_DENIAL_REASONS + 10) {
+            m.policy_denial(Some("r"), &format!("reason {i}"));
+        }
+        m.policy_denial(Some("r"), "reason 0");
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("keyward_policy_denials_total{"))
+            .count();
+        assert_eq!(series, MAX_DENIAL_REASONS + 1, "{text}");
+        assert!(text.contains("keyward_policy_denials_total{route=\"r\",reason=\"other\"} 10"));
+        assert!(text.contains("keyward_policy_denials_total{route=\"r\",reason=\"reason 0\"} 2"));
+    }
+
+    /// Every family with at least one series, so that the exposition names them all.
+    fn exercised() -> Metrics {
+        let m = Metrics::default();
+        m.agent("a");
+        m.request(&RequestOutcome {
+            agent: "a",
+            route: Some("r"),
+            method: &http::Method::GET,
+            status: http::StatusCode::OK,
+            decision: Some("allow"),
+            outcome: "forwarded",
+            duration: Duration::from_millis(1),
+        });
+        m.upstream_duration(Some("r"), Duration::from_millis(1));
+        m.policy_denial(Some("r"), "no");
+        m.rate_limited(Some("r"), "route");
+        m.retried(Some("r"));
+        drop(m.connection_opened());
+        m.spans_dropped("queue_full", 1);
+        m.audit_dropped();
+        m.exfiltration_attempt("c");
+        m.certificates_minted.inc();
+        m.policy_reload(true);
+        m.vault_request("read", true);
+        m.vault_refreshed();
+        m.oauth2_refresh("c", "ok");
+        m.scrubbed("r", "body", 1);
+        m.secret_in_request();
+        m
+    }
+
+    /// The shipped Grafana dashboard and Prometheus rules may only name metrics Keyward registers.
+    #[test]
+    fn dashboard_and_alert_rules_name_only_registered_metrics() {
+        let text = exercised().render();
+        let families: HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/observability");
+        let mut checked = 0;
+        for file in ["keyward-dashboard.json", "keyward-alerts.yaml"] {
+            let source = std::fs::read_to_string(dir.join(file)).unwrap();
+            let mut rest = source.as_str();
+            while let Some(i) = rest.find("keyward_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|f| families.contains(f)))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(family),
+                    "{file} names `{name}`, which Keyward does not register"
+                );
+                checked += 1;
+                rest = &tail[end..];
+            }
+        }
+        assert!(checked >= 20, "the assets chart the metrics ({checked} names checked)");
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        let custom = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&custom), "other");
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        assert_eq!(status_class(http::StatusCode::TOO_MANY_REQUESTS), "4xx");
     }
 }

@@ -9,6 +9,7 @@ mod config_errors;
 mod faults;
 mod kubernetes;
 mod oauth2;
+mod observability;
 mod policy;
 mod reliability;
 mod routing;

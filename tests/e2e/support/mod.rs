@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod echo;
 pub mod openbao;
+pub mod otlp;
 pub mod pki;
 pub mod proxy;
 

@@ -16,7 +16,9 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     child: Mutex<Child>,
     log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    /// What keyward printed on stdout: the audit log, by default.
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The parts of the configuration every test shares; `extra` (routes, resolve, unmatched...) is appended.
@@ -55,46 +57,53 @@ impl Proxy {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir) -> Self {
-        Self::start(dir, true, &[]).await
+        Self::start(dir, true, &[], &[]).await
     }
 
     /// As [`Proxy::spawn`], with extra arguments to `keyward run`.
     pub async fn spawn_with_args(extra: &str, args: &[&str]) -> Self {
-        Self::start(workdir(&config_yaml(extra)), true, args).await
+        Self::start(workdir(&config_yaml(extra)), true, args, &[]).await
+    }
+
+    /// As [`Proxy::spawn`], with extra environment variables.
+    pub async fn spawn_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start(workdir(&config_yaml(extra)), true, &[], env).await
     }
 
     /// Starts the proxy in `dir` without waiting for `/readyz` (for a backend that is not ready yet).
     pub async fn spawn_unready(dir: tempfile::TempDir) -> Self {
-        Self::start(dir, false, &[]).await
+        Self::start(dir, false, &[], &[]).await
     }
 
-    async fn start(dir: tempfile::TempDir, wait_ready: bool, args: &[&str]) -> Self {
+    async fn start(dir: tempfile::TempDir, wait_ready: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "run", "--config"])
             .arg(dir.path().join("keyward.yaml"))
             .args(args)
             .env("KEYWARD_LOG", "info,keyward=debug")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("keyward binary runs");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let (sink, path) = (log.clone(), log_file());
-        let reader = std::thread::spawn(move || {
-            let mut file = std::fs::File::create(path).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
+        let (log, stdout) = (Arc::default(), Arc::default());
+        let path = log_file();
+        let readers = vec![
+            copy_lines(child.stderr.take().unwrap(), path.clone(), Arc::clone(&log)),
+            copy_lines(
+                child.stdout.take().unwrap(),
+                path.with_extension("stdout.log"),
+                Arc::clone(&stdout),
+            ),
+        ];
         let mut proxy = Self {
             addr: ([0, 0, 0, 0], 0).into(),
             admin: ([0, 0, 0, 0], 0).into(),
             dir,
             child: Mutex::new(child),
             log,
-            reader: Some(reader),
+            stdout,
+            readers,
         };
         let listening = proxy.wait_for_log("keyward listening", Duration::from_secs(20)).await;
         let fields: serde_json::Value = serde_json::from_str(&listening).unwrap();
@@ -158,6 +167,14 @@ impl Proxy {
         self.log.lock().unwrap().clone()
     }
 
+    /// The audit lines printed so far on stdout, each parsed as JSON (a line that is not JSON fails the test).
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        let out = self.stdout.lock().unwrap().clone();
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
     /// The first log line containing `needle`, waiting for it up to `limit`.
     pub async fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
         let deadline = tokio::time::Instant::now() + limit;
@@ -191,6 +208,20 @@ impl Proxy {
         admin_request(self.admin, "POST", path).expect("admin endpoint answers")
     }
 
+    /// The sum of the samples of `name` whose labels include every `(label, value)` of `labels`.
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.admin_get("/metrics");
+        text.lines()
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let rest = series.strip_prefix(name)?;
+                let wanted = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                (rest.is_empty() || rest.starts_with('{')).then_some(())?;
+                wanted.then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
     /// The value of one Prometheus sample, 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
         let (_, text) = self.admin_get("/metrics");
@@ -205,17 +236,32 @@ impl Drop for Proxy {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
         let _ = child.kill();
         let _ = child.wait();
-        if let Some(reader) = self.reader.take() {
+        for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
         if !std::thread::panicking() {
-            let logs = self.logs();
+            let logs = self.logs() + &self.stdout.lock().unwrap();
             assert!(!logs.contains(MARKER), "a real secret reached keyward's log output");
             for (_, value) in SECRETS {
                 assert!(!logs.contains(value), "a real secret reached keyward's log output");
             }
         }
     }
+}
+
+/// Copies a child's output, line by line, into a buffer the test reads and a file the test command greps.
+fn copy_lines(
+    from: impl std::io::Read + Send + 'static,
+    path: PathBuf,
+    sink: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(path).unwrap();
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    })
 }
 
 fn log_file() -> PathBuf {

@@ -1,0 +1,150 @@
+//! The span export queue. Ending a span only tries to put it on a bounded channel: when the collector is
+//! slow or down, spans past the bound are dropped and counted, and requests never wait on telemetry.
+//! A task drains the channel in batches, by size or by time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::Resource;
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use super::trace::TraceSettings;
+
+enum Message {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct QueueProcessor {
+    queue: mpsc::Sender<Message>,
+    metrics: Arc<Metrics>,
+}
+
+/// Asks the export task to send what it holds.
+pub struct Flusher(mpsc::Sender<Message>);
+
+impl QueueProcessor {
+    pub fn spawn<E>(
+        mut exporter: E,
+        resource: &Resource,
+        settings: &TraceSettings,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Flusher)
+    where
+        E: SpanExporter + 'static,
+    {
+        exporter.set_resource(resource);
+        let (queue, rx) = mpsc::channel(settings.max_queue);
+        let batcher = Batcher {
+            exporter,
+            max_batch: settings.max_batch,
+            metrics: metrics.clone(),
+            last_warning: None,
+        };
+        tokio::spawn(batcher.run(rx, settings.flush_interval));
+        (
+            Self {
+                queue: queue.clone(),
+                metrics,
+            },
+            Flusher(queue),
+        )
+    }
+}
+
+impl std::fmt::Debug for QueueProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueProcessor")
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
+            self.metrics.spans_dropped("queue_full", 1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+impl Flusher {
+    pub async fn flush(&self, timeout: Duration) {
+        let (done, wait) = oneshot::channel();
+        let sent = tokio::time::timeout(timeout, async {
+            self.0.send(Message::Flush(done)).await.ok()?;
+            wait.await.ok()
+        })
+        .await;
+        if !matches!(sent, Ok(Some(()))) {
+            tracing::warn!("queued spans were not all exported before shutdown");
+        }
+    }
+}
+
+struct Batcher<E> {
+    exporter: E,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+    last_warning: Option<Instant>,
+}
+
+impl<E: SpanExporter> Batcher<E> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>, interval: Duration) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(Message::Span(span)) => {
+                        batch.push(*span);
+                        if batch.len() >= self.max_batch {
+                            self.export(&mut batch).await;
+                        }
+                    }
+                    Some(Message::Flush(done)) => {
+                        self.export(&mut batch).await;
+                        let _ = done.send(());
+                    }
+                    None => {
+                        self.export(&mut batch).await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => self.export(&mut batch).await,
+            }
+        }
+    }
+
+    async fn export(&mut self, batch: &mut Vec<SpanData>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
+        let count = spans.len();
+        if let Err(e) = self.exporter.export(spans).await {
+            self.metrics.spans_dropped("export_failed", count);
+            // A collector outage would otherwise print a line per batch.
+            if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                self.last_warning = Some(Instant::now());
+                tracing::warn!(error = %e, spans = count, "span export failed; spans dropped (counted in keyward_trace_spans_dropped_total)");
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! OpenTelemetry traces: one server span per intercepted request, child spans for the policy, the secret
+//! lookup and each upstream attempt, W3C trace context continued from the agent and passed to the upstream.
+//!
+//! Spans carry names and codes only (route, credential names, decision); the query is recorded with its values
+//! replaced, and no header value is ever copied into a span. With tracing off every call here is a no-op
+//! on an empty `Option`, so the request path pays nothing for it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+
+use super::export::{Flusher, QueueProcessor};
+use super::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Validated `telemetry.traces` settings.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub sample_ratio: f64,
+    pub max_queue: usize,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+    pub export_timeout: Duration,
+    pub service_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the OTLP trace exporter for {endpoint} could not be built: {message}")]
+pub struct TraceError {
+    endpoint: String,
+    message: String,
+}
+
+/// The tracer and the export queue behind it.
+pub struct Tracing {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+    flusher: Flusher,
+    propagator: TraceContextPropagator,
+}
+
+impl Tracing {
+    /// Must run inside the Tokio runtime: the exporter's queue is drained by a task.
+    pub fn start(settings: &TraceSettings, metrics: Arc<Metrics>) -> Result<Self, TraceError> {
+        let failed = |e: &dyn std::fmt::Display| TraceError {
+            endpoint: settings.endpoint.clone(),
+            message: e.to_string(),
+        };
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        let exporter = match settings.protocol {
+            OtlpProtocol::Grpc => builder
+                .with_tonic()
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(settings.export_timeout)
+                .build(),
+            OtlpProtocol::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(settings.export_timeout)
+                .build(),
+        }
+        .map_err(|e| failed(&e))?;
+        let resource = Resource::builder()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        let (processor, flusher) = QueueProcessor::spawn(exporter, &resource, settings, metrics);
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.sample_ratio,
+            ))))
+            .with_span_processor(processor)
+            .build();
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "keyward");
+        Ok(Self {
+            tracer,
+            provider,
+            flusher,
+            propagator: TraceContextPropagator::new(),
+        })
+    }
+
+    /// Exports what is queued; called once requests have drained at shutdown.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.flusher.flush(timeout).await;
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// The spans of one request. Empty when tracing is off.
+pub struct RequestTrace {
+    cx: Option<(Arc<Tracing>, Context)>,
+}
+
+/// One child span; ends when dropped.
+pub struct ChildSpan {
+    cx: Option<Context>,
+}
+
+impl RequestTrace {
+    pub const OFF: Self = Self { cx: None };
+
+    /// Starts the server span, as a child of the agent's `traceparent` when it sent one.
+    pub fn start(
+        tracing: Option<&Arc<Tracing>>,
+        headers: &HeaderMap,
+        method: &http::Method,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        let Some(tracing) = tracing else { return Self::OFF };
+        let parent = tracing.propagator.extract(&HeaderRead(headers));
+        let span = tracing
+            .tracer
+            .span_builder(method.to_string())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&tracing.tracer, &parent);
+        Self {
+            cx: Some((tracing.clone(), parent.with_span(span))),
+        }
+    }
+
+    /// The W3C trace id, for joining audit lines to traces.
+    pub fn trace_id(&self) -> Option<String> {
+        let (_, cx) = self.cx.as_ref()?;
+        Some(cx.span().span_context().trace_id().to_string())
+    }
+
+    pub fn set(&self, attribute: KeyValue) {
+        if let Some((_, cx)) = &self.cx {
+            cx.span().set_attribute(attribute);
+        }
+    }
+
+    /// Names the span after its route, as HTTP server spans are named after their route template.
+    pub fn rename(&self, name: String) {
+        if let Some((_, cx)) = &self.cx {
+            cx.span().update_name(name);
+        }
+    }
+
+    pub fn child(&self, name: &'static str, kind: SpanKind, attributes: Vec<KeyValue>) -> ChildSpan {
+        let Some((tracing, parent)) = &self.cx else {
+            return ChildSpan { cx: None };
+        };
+        let span = tracing
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .start_with_context(&tracing.tracer, parent);
+        ChildSpan {
+            cx: Some(parent.with_span(span)),
+        }
+    }
+
+    /// Ends the server span; an error status for 5xx answers, as the HTTP conventions ask of server spans.
+    pub fn end(self, status: http::StatusCode, error_type: Option<&'static str>) {
+        let Some((_, cx)) = self.cx else { return };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        if let Some(error) = error_type {
+            span.set_attribute(KeyValue::new("error.type", error));
+        }
+        if status.is_server_error() {
+            span.set_status(Status::error(error_type.unwrap_or("")));
+        }
+        span.end();
+    }
+}
+
+impl ChildSpan {
+    pub fn set(&self, attribute: KeyValue) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(attribute);
+        }
+    }
+
+    pub fn fail(&self, error_type: &'static str) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(KeyValue::new("error.type", error_type));
+            cx.span().set_status(Status::error(error_type));
+        }
+    }
+
+    /// Writes `traceparent` (and `tracestate`) naming this span, replacing whatever the agent sent.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        if let Some(cx) = &self.cx {
+            TraceContextPropagator::new().inject_context(cx, &mut HeaderWrite(headers));
+        }
+    }
+}
+
+impl Drop for ChildSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.cx {
+            cx.span().end();
+        }
+    }
+}
+
+/// A string-array attribute (credential names).
+pub fn strings(key: &'static str, values: &[String]) -> KeyValue {
+    let values: Vec<StringValue> = values.iter().map(|v| StringValue::from(v.clone())).collect();
+    KeyValue::new(key, Value::Array(Array::String(values)))
+}
+
+pub fn text(key: &'static str, value: impl Into<Cow<'static, str>>) -> KeyValue {
+    KeyValue::new(key, Value::String(StringValue::from(value.into())))
+}
+
+struct HeaderRead<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderRead<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderWrite<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderWrite<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
