@@ -235,6 +235,7 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     );
     readiness.set(None);
     let drain = state.drain.clone();
+    let finished = state.clone();
     let max_connections = config.limits.max_connections;
     crate::listener::serve(proxy_listener, shutdown, max_connections, move |stream, peer| {
         crate::proxy::connect::serve(state.clone(), stream, peer)
@@ -248,6 +249,7 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     if left > 0 {
         tracing::warn!(requests = left, "shutdown grace period over; in-flight requests cut");
     }
+    finished.audit.flush();
     if let Some(traces) = traces {
         traces.shutdown(std::time::Duration::from_secs(5)).await;
     }

@@ -3,8 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -58,15 +59,30 @@ pub struct AuditError {
     source: std::io::Error,
 }
 
+/// Lines are appended to a shared buffer that a writer thread swaps out and writes every
+/// [`WRITE_INTERVAL`]. Waking a thread per line cost a context switch per request on a one-core sidecar.
 pub struct AuditLog {
-    lines: Option<SyncSender<String>>,
+    shared: Option<Arc<Shared>>,
     metrics: Arc<Metrics>,
 }
+
+struct Shared {
+    buffer: Mutex<Vec<u8>>,
+    /// Bytes the buffer may hold before lines are dropped (and counted) instead of queued.
+    max_bytes: usize,
+    out: Mutex<Box<dyn Write + Send>>,
+    /// Set while writes fail, so that an outage logs one error, not one per interval.
+    failing: AtomicBool,
+}
+
+const WRITE_INTERVAL: Duration = Duration::from_millis(50);
+/// A rough line size, to turn `max_queue` (lines) into a byte bound.
+const LINE_BYTES: usize = 512;
 
 impl AuditLog {
     pub fn open(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
         let out: Box<dyn Write + Send> = match &settings.output {
-            AuditOutput::Off => return Ok(Self { lines: None, metrics }),
+            AuditOutput::Off => return Ok(Self { shared: None, metrics }),
             AuditOutput::Stdout => Box::new(std::io::stdout()),
             AuditOutput::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -79,56 +95,66 @@ impl AuditLog {
                     })?,
             ),
         };
-        let (lines, rx) = sync_channel(settings.max_queue);
-        let writer_metrics = metrics.clone();
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(Vec::with_capacity(64 * 1024)),
+            max_bytes: settings.max_queue.saturating_mul(LINE_BYTES),
+            out: Mutex::new(out),
+            failing: AtomicBool::new(false),
+        });
+        let (writer, writer_metrics) = (shared.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("keyward-audit".into())
-            .spawn(move || write_lines(rx, out, &writer_metrics))
+            .spawn(move || loop {
+                std::thread::sleep(WRITE_INTERVAL);
+                writer.write_out(&writer_metrics);
+            })
             .expect("spawning the audit writer thread");
         Ok(Self {
-            lines: Some(lines),
+            shared: Some(shared),
             metrics,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.lines.is_some()
+        self.shared.is_some()
     }
 
     pub fn record(&self, record: &AuditRecord<'_>) {
-        let Some(lines) = &self.lines else { return };
-        let mut line = serde_json::to_string(record).expect("an audit record always serializes");
-        line.push('\n');
-        match lines.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.metrics.audit_dropped(),
+        let Some(shared) = &self.shared else { return };
+        let mut buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() >= shared.max_bytes {
+            drop(buffer);
+            self.metrics.audit_dropped();
+            return;
+        }
+        serde_json::to_writer(&mut *buffer, record).expect("an audit record always serializes");
+        buffer.push(b'\n');
+    }
+
+    /// Writes what is buffered now; at shutdown, so that the last requests are not lost.
+    pub fn flush(&self) {
+        if let Some(shared) = &self.shared {
+            shared.write_out(&self.metrics);
         }
     }
 }
 
-/// Writes lines as they come and flushes whenever the queue runs dry, so a burst costs one flush.
-fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>, metrics: &Metrics) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut written = 0usize;
-        let mut result = out.write_all(first.as_bytes());
-        written += 1;
-        while let (Ok(()), Ok(line)) = (&result, rx.try_recv()) {
-            result = out.write_all(line.as_bytes());
-            written += 1;
+impl Shared {
+    fn write_out(&self, metrics: &Metrics) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        if lines.is_empty() {
+            return;
         }
-        let result = result.and_then(|()| out.flush());
-        match result {
-            Ok(()) => failing = false,
+        match out.write_all(&lines).and_then(|()| out.flush()) {
+            Ok(()) => self.failing.store(false, Ordering::Relaxed),
             Err(e) => {
-                for _ in 0..written {
+                for _ in 0..lines.iter().filter(|b| **b == b'\n').count() {
                     metrics.audit_dropped();
                 }
-                if !failing {
+                if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "writing the audit log failed; lines are being dropped");
                 }
-                failing = true;
             }
         }
     }

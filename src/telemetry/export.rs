@@ -1,6 +1,6 @@
 //! The span export queue. Ending a span only tries to put it on a bounded channel: when the collector is
 //! slow or down, spans past the bound are dropped and counted, and requests never wait on telemetry.
-//! A task drains the channel in batches, by size or by time.
+//! A task drains the channel in batches, every `flush_interval` or as soon as a full batch waits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::metrics::Metrics;
 use super::trace::TraceSettings;
@@ -21,11 +21,19 @@ enum Message {
 
 pub struct QueueProcessor {
     queue: mpsc::Sender<Message>,
+    /// Wakes the export task early when a full batch is waiting. Waking it per span cost a task switch per
+    /// span, several per request.
+    batch_ready: Arc<Notify>,
+    max_queue: usize,
+    max_batch: usize,
     metrics: Arc<Metrics>,
 }
 
 /// Asks the export task to send what it holds.
-pub struct Flusher(mpsc::Sender<Message>);
+pub struct Flusher {
+    queue: mpsc::Sender<Message>,
+    wake: Arc<Notify>,
+}
 
 impl QueueProcessor {
     pub fn spawn<E>(
@@ -39,20 +47,26 @@ impl QueueProcessor {
     {
         exporter.set_resource(resource);
         let (queue, rx) = mpsc::channel(settings.max_queue);
+        let batch_ready = Arc::new(Notify::new());
         let batcher = Batcher {
             exporter,
             max_batch: settings.max_batch,
             metrics: metrics.clone(),
             last_warning: None,
         };
-        tokio::spawn(batcher.run(rx, settings.flush_interval));
-        (
-            Self {
-                queue: queue.clone(),
-                metrics,
-            },
-            Flusher(queue),
-        )
+        tokio::spawn(batcher.run(rx, batch_ready.clone(), settings.flush_interval));
+        let processor = Self {
+            queue: queue.clone(),
+            batch_ready: batch_ready.clone(),
+            max_queue: settings.max_queue,
+            max_batch: settings.max_batch,
+            metrics,
+        };
+        let flusher = Flusher {
+            queue,
+            wake: batch_ready,
+        };
+        (processor, flusher)
     }
 }
 
@@ -72,6 +86,9 @@ impl SpanProcessor for QueueProcessor {
         if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
             self.metrics.spans_dropped("queue_full", 1);
         }
+        if self.max_queue - self.queue.capacity() >= self.max_batch {
+            self.batch_ready.notify_one();
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -87,7 +104,8 @@ impl Flusher {
     pub async fn flush(&self, timeout: Duration) {
         let (done, wait) = oneshot::channel();
         let sent = tokio::time::timeout(timeout, async {
-            self.0.send(Message::Flush(done)).await.ok()?;
+            self.queue.send(Message::Flush(done)).await.ok()?;
+            self.wake.notify_one();
             wait.await.ok()
         })
         .await;
@@ -105,30 +123,35 @@ struct Batcher<E> {
 }
 
 impl<E: SpanExporter> Batcher<E> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Message>, interval: Duration) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>, wake: Arc<Notify>, interval: Duration) {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                message = rx.recv() => match message {
-                    Some(Message::Span(span)) => {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(Message::Span(span)) => {
                         batch.push(*span);
                         if batch.len() >= self.max_batch {
                             self.export(&mut batch).await;
                         }
                     }
-                    Some(Message::Flush(done)) => {
+                    Ok(Message::Flush(done)) => {
                         self.export(&mut batch).await;
                         let _ = done.send(());
                     }
-                    None => {
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.export(&mut batch).await;
                         return;
                     }
-                },
-                _ = tick.tick() => self.export(&mut batch).await,
+                }
             }
+            self.export(&mut batch).await;
         }
     }
 
