@@ -74,7 +74,10 @@ fn swap(c: &mut Criterion) {
 
 fn scrub(c: &mut Criterion) {
     let scrubber = Scrubber::new([
-        ("sk-bench-0123456789abcdef".to_string(), "kw-placeholder-openai".to_string()),
+        (
+            "sk-bench-0123456789abcdef".to_string(),
+            "kw-placeholder-openai".to_string(),
+        ),
         ("maps-bench-0123456789".to_string(), "kw-placeholder-maps".to_string()),
     ])
     .unwrap();
@@ -107,7 +110,11 @@ fn leaves(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(cache.server_config("api.openai.com")).unwrap();
     c.bench_function("leaf: cache hit", |b| {
-        b.iter(|| runtime.block_on(cache.server_config(black_box("api.openai.com"))).unwrap())
+        b.iter(|| {
+            runtime
+                .block_on(cache.server_config(black_box("api.openai.com")))
+                .unwrap()
+        })
     });
     let next = AtomicUsize::new(0);
     c.bench_function("leaf: mint (new host)", |b| {
