@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use regorus::{CompiledPolicy, Engine, Rc, Value};
 
+use super::eval::Evaluator;
 use super::{PolicyError, DEFAULT_ENTRYPOINT, FALLBACK_ENTRYPOINT};
 
 pub struct PolicySet {
-    compiled: HashMap<String, CompiledPolicy>,
+    compiled: HashMap<String, Evaluator>,
     fingerprint: u64,
 }
 
@@ -19,7 +20,8 @@ impl PolicySet {
         let (mut engine, fingerprint) = engine(dir, false)?;
         let mut compiled = HashMap::new();
         for entrypoint in entrypoints {
-            compiled.insert(entrypoint.clone(), compile(&mut engine, entrypoint, dir)?);
+            let (policy, rule) = compile(&mut engine, entrypoint, dir)?;
+            compiled.insert(entrypoint.clone(), Evaluator::new(policy, rule, engine.get_data()));
         }
         Ok(Self { compiled, fingerprint })
     }
@@ -29,7 +31,7 @@ impl PolicySet {
             .compiled
             .get(entrypoint)
             .ok_or_else(|| anyhow::anyhow!("entry point `{entrypoint}` was not compiled"))?;
-        policy.eval_with_input(input)
+        policy.eval(input)
     }
 
     pub fn fingerprint(&self) -> u64 {
@@ -68,11 +70,13 @@ pub fn engine(dir: &Path, with_tests: bool) -> Result<(Engine, u64), PolicyError
     Ok((engine, hasher.finish()))
 }
 
-/// The default entry point falls back to the bare boolean `data.keyward.allow`.
-fn compile(engine: &mut Engine, entrypoint: &str, dir: &Path) -> Result<CompiledPolicy, PolicyError> {
-    let attempt = |engine: &mut Engine, rule: &str| engine.compile_with_entrypoint(&Rc::from(rule));
+/// The policy compiled for `entrypoint` and the rule it evaluates: the default entry point falls back to the bare
+/// boolean `data.keyward.allow`.
+fn compile<'a>(engine: &mut Engine, entrypoint: &'a str, dir: &Path) -> Result<(CompiledPolicy, &'a str), PolicyError> {
+    let attempt =
+        |engine: &mut Engine, rule: &'a str| engine.compile_with_entrypoint(&Rc::from(rule)).map(|p| (p, rule));
     match attempt(engine, entrypoint) {
-        Ok(policy) => Ok(policy),
+        Ok(compiled) => Ok(compiled),
         Err(_) if entrypoint == DEFAULT_ENTRYPOINT => {
             attempt(engine, FALLBACK_ENTRYPOINT).map_err(|_| no_entry(entrypoint, dir))
         }

@@ -1,9 +1,10 @@
 //! Rego policy on every intercepted request, evaluated in-process with regorus.
 //!
-//! Policies are compiled once per entry point into a shared `CompiledPolicy` (no engine is built from source per
-//! request). A reload compiles the whole directory afresh and swaps it in only if everything compiles, so a
+//! Policies are compiled once per entry point, then to a VM program (see `eval`), so nothing is parsed or built
+//! from source per request. A reload compiles the whole directory afresh and swaps it in only if everything compiles, so a
 //! broken edit never replaces a working policy.
 
+mod eval;
 pub mod input;
 mod load;
 pub mod test;
