@@ -49,7 +49,10 @@ fn bench(c: &mut Criterion) {
             host: "acme.my.salesforce.com",
             port: 443,
             parts: &parts,
-            body: Body::Json(body.clone()),
+            body: Body::Json {
+                value: body.clone(),
+                size: 70,
+            },
         };
         regorus::Value::from(input::build(&ctx, req))
     };

@@ -29,8 +29,8 @@ pub struct Agent {
 
 /// What the policy may know of the request body.
 pub enum Body {
-    /// A JSON body within the size limit, parsed.
-    Json(Value),
+    /// A JSON body within the size limit, parsed, and its size in bytes as received.
+    Json { value: Value, size: u64 },
     /// Not JSON, over the limit, or not valid JSON: only the size is given, when it is known.
     Unparsed { size: Option<u64> },
 }
@@ -89,10 +89,7 @@ pub fn build(ctx: &Context, req: Request) -> Value {
         query.entry(decode(k)).or_default().push(value);
     }
     let (body, body_size, parsed) = match req.body {
-        Body::Json(v) => {
-            let size = serde_json::to_vec(&v).map(|b| b.len() as u64).ok();
-            (v, size, true)
-        }
+        Body::Json { value, size } => (value, Some(size), true),
         Body::Unparsed { size } => (Value::Null, size, false),
     };
     let jsonrpc = jsonrpc(&body);
@@ -200,11 +197,15 @@ mod tests {
                 host: "mcp.example",
                 port: 443,
                 parts: &p,
-                body: Body::Json(body),
+                body: Body::Json { value: body, size: 90 },
             },
         );
         assert_eq!(doc["agent"]["labels"]["team"], "sales");
         assert_eq!(doc["user"]["id"], "alice");
+        assert_eq!(
+            doc["request"]["body_size"], 90,
+            "the size as received, not re-serialised"
+        );
         assert_eq!(doc["request"]["query"]["a"], json!(["1", "2"]));
         assert_eq!(doc["request"]["query"]["k"], json!([REDACTED]));
         assert_eq!(doc["request"]["headers"]["authorization"], REDACTED);
