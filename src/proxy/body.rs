@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::Completion;
+use super::upload::{AgentBody, Tail};
 use crate::listener::DrainGuard;
 
 use bytes::{Bytes, BytesMut};
@@ -237,80 +238,25 @@ impl HttpBody for Tracked {
     }
 }
 
-/// Unread request body left when a request is answered early (a denial) is read and discarded, up to
-/// this much and this long, before the stream is let go.
-const DISCARD_LIMIT: usize = 64 * 1024;
-const DISCARD_TIME: Duration = Duration::from_secs(1);
-
-/// The agent's request body. Answering before the agent has finished sending is allowed, but dropping the
-/// body then makes HTTP/2 reset the stream, and clients such as curl report that reset instead of the
-/// JSON refusal. So when dropped unfinished, the rest of a small body is read in the background first.
-pub struct AgentBody(Option<Incoming>);
-
-impl AgentBody {
-    pub fn new(body: Incoming) -> Self {
-        Self(Some(body))
-    }
-}
-
-impl HttpBody for AgentBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(HttpBody::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.0.as_ref().map(HttpBody::size_hint).unwrap_or_default()
-    }
-}
-
-impl Drop for AgentBody {
-    fn drop(&mut self) {
-        let Some(mut body) = self.0.take().filter(|b| !b.is_end_stream()) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let mut read = 0;
-            let _ = tokio::time::timeout(DISCARD_TIME, async {
-                while read <= DISCARD_LIMIT {
-                    match body.frame().await {
-                        Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-                        _ => return,
-                    }
-                }
-            })
-            .await;
-        });
-    }
-}
-
 /// The response body on its way to the agent. It keeps the request counted as in flight, counts the bytes,
 /// and when done or dropped finishes the request's record (audit line, span end).
 pub struct Held {
     inner: Body,
+    inner_ended: bool,
     // Declared before the drain guard, so the record is written before shutdown can see the request done.
     completion: Completion,
     _drain: DrainGuard,
+    tail: Tail,
 }
 
 impl Held {
-    pub fn new(inner: Body, drain: DrainGuard, completion: Completion) -> Self {
+    pub fn new(inner: Body, drain: DrainGuard, completion: Completion, tail: Tail) -> Self {
         Self {
             inner,
+            inner_ended: false,
             _drain: drain,
             completion,
+            tail,
         }
     }
 }
@@ -320,17 +266,24 @@ impl HttpBody for Held {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.completion.bytes_out += data.len() as u64;
+        if !self.inner_ended {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(None) => self.inner_ended = true,
+                polled => {
+                    if let Poll::Ready(Some(Ok(frame))) = &polled {
+                        if let Some(data) = frame.data_ref() {
+                            self.completion.bytes_out += data.len() as u64;
+                        }
+                    }
+                    return polled;
+                }
             }
         }
-        polled
+        self.tail.poll_end(cx).map(|()| None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        (self.inner_ended || self.inner.is_end_stream()) && self.tail.may_end()
     }
 
     fn size_hint(&self) -> SizeHint {

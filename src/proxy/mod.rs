@@ -8,6 +8,7 @@ pub mod error;
 mod headers;
 pub mod pipeline;
 mod scrubbing;
+mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,10 +9,11 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::{AgentBody, Held, Outgoing, Tracked};
+use super::body::{Held, Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
+use super::upload::{AgentBody, Tail};
 use super::{PolicyGate, ProxyState, Scheme, Target};
 use crate::config::RouteLimits;
 use crate::config::Unmatched;
@@ -33,7 +34,11 @@ use crate::telemetry::trace;
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
     let in_flight = state.drain.enter();
     let mut ctx = RequestCtx::start(&state, &target, &req);
-    let req = req.map(AgentBody::new);
+    // Over HTTP/2 the response ends only after the agent's body has (see `upload`).
+    let h2 = req.version() == http::Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let (body, upload) = AgentBody::new(body, h2);
+    let req = Request::from_parts(parts, body);
     let response = match forward(&state, &target, req, &mut ctx).await {
         Ok(response) => response,
         Err(error) => {
@@ -43,7 +48,7 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
     };
     let completion = ctx.respond(response.status(), state.clone());
     // The request counts as in flight, and its record stays open, until the agent has the whole body.
-    response.map(|body| Held::new(body, in_flight, completion).boxed_unsync())
+    response.map(|body| Held::new(body, in_flight, completion, Tail::new(upload)).boxed_unsync())
 }
 
 async fn forward(

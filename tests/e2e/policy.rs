@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::routes;
-use crate::support::clients::{curl, python, python_json, Reply};
+use crate::support::clients::{curl, python, python_with, Payload, Reply};
 use crate::support::echo::Echo;
 use crate::support::proxy::{binary, Proxy};
 use crate::support::secret;
@@ -80,7 +80,7 @@ async fn sales_policy_reads_amount_and_industry_from_the_json_body() {
     let auth = [("Authorization", "Bearer kw-placeholder-openai")];
     let create = |body: serde_json::Value| {
         let (proxy, url) = (&proxy, url.clone());
-        async move { python_json(proxy, "requests", "POST", &url, &auth, false, Some(&body)).await }
+        async move { python_with(proxy, "requests", "POST", &url, &auth, false, Payload::Json(&body)).await }
     };
     let ok = create(json!({"Name": "Acme demo", "Amount": 25000, "Industry": "Technology"})).await;
     assert_eq!(ok.status, 200, "{ok:?}");

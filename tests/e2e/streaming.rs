@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::routes;
+use crate::support::clients::{python_with, Payload};
 use crate::support::echo::Echo;
 use crate::support::proxy::Proxy;
 
@@ -115,4 +116,37 @@ async fn large_download_and_upload_stream_with_flat_memory() {
         "download grew RSS from {baseline} to {peak_down} KiB"
     );
     assert!(peak_up < limit, "upload grew RSS from {baseline} to {peak_up} KiB");
+}
+
+/// An upstream may answer before it has read the upload (nginx's `return 200` does, then discards the rest).
+/// Every client must still get its answer: curl 7.88 over HTTP/2 spins forever if the response ends before its
+/// upload does, and httpx over HTTP/2 waits out its timeout if told to stop sending.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_answered_before_it_is_read_finishes_for_every_client() {
+    let echo = Echo::https().await;
+    let proxy = Proxy::spawn(routes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 32 * 1024 * 1024;
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, vec![b'x'; size]).unwrap();
+    let url = format!("https://localhost:{}/early", echo.port());
+    for version in ["--http1.1", "--http2"] {
+        let args = [version, "-H", "Expect:", "-T", file.to_str().unwrap(), url.as_str()];
+        let reply = crate::support::clients::curl(&proxy, &args).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "stored"),
+            "curl {version}: {reply:?}"
+        );
+        assert!(reply.stderr.is_empty(), "curl {version}: {}", reply.stderr);
+    }
+    for http2 in [false, true] {
+        let payload = Payload::Bytes(size as u64);
+        let reply = python_with(&proxy, "httpx", "PUT", &url, &[], http2, payload).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "stored"),
+            "httpx h2={http2}: {reply:?}"
+        );
+    }
 }

@@ -67,18 +67,26 @@ pub async fn curl_with_ca(proxy: &Proxy, ca: &Path, args: &[&str]) -> Reply {
 
 /// `requests` or `httpx` (tests/clients/client.py) with only environment configuration.
 pub async fn python(proxy: &Proxy, lib: &str, method: &str, url: &str, headers: &[(&str, &str)], http2: bool) -> Reply {
-    python_json(proxy, lib, method, url, headers, http2, None).await
+    python_with(proxy, lib, method, url, headers, http2, Payload::None).await
 }
 
-/// As [`python`], sending `json` as the request body.
-pub async fn python_json(
+/// A request body for [`python_with`].
+pub enum Payload<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// This many bytes (`x`), sent as `application/octet-stream`.
+    Bytes(u64),
+}
+
+/// As [`python`], with a request body.
+pub async fn python_with(
     proxy: &Proxy,
     lib: &str,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     http2: bool,
-    json: Option<&serde_json::Value>,
+    payload: Payload<'_>,
 ) -> Reply {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/client.py");
     let mut cmd = Command::new("python3");
@@ -89,8 +97,14 @@ pub async fn python_json(
     if http2 {
         cmd.arg("--http2");
     }
-    if let Some(body) = json {
-        cmd.arg("--json").arg(body.to_string());
+    match payload {
+        Payload::None => {}
+        Payload::Json(body) => {
+            cmd.arg("--json").arg(body.to_string());
+        }
+        Payload::Bytes(n) => {
+            cmd.arg("--bytes").arg(n.to_string());
+        }
     }
     let ca = proxy.ca_cert();
     cmd.env("HTTPS_PROXY", proxy.url())

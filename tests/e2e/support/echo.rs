@@ -186,6 +186,12 @@ impl Echo {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/early" {
+        // Answers before reading the body, then reads and discards it, as nginx does with `return 200`.
+        let mut body = body;
+        tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+        return Response::new(Full::new(Bytes::from_static(b"stored")).boxed_unsync());
+    }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut body_len = 0u64;
     let mut small = Vec::new();
