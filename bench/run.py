@@ -277,8 +277,69 @@ def idle_connections(proxy_port, upstream_port, cacert, n=1000):
     return held
 
 
+SSE_EVENTS = 200
+SSE_EVERY = 0.01
+
+
+class SseSource(BaseHTTPRequestHandler):
+    """An SSE upstream: SSE_EVENTS events SSE_EVERY apart, each carrying the monotonic time it was written."""
+
+    disable_nagle_algorithm = True  # as any streaming server: no 40 ms delayed-ACK stall between small writes
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
+        for _ in range(SSE_EVENTS):
+            self.wfile.write(f"data: {time.monotonic_ns()}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(SSE_EVERY)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_sse(port, pk):
+    server = ThreadingHTTPServer(("127.0.0.1", port), SseSource)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pk / "leaf.crt", pk / "leaf.key")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+
+
+def sse_server(pk):
+    """The SSE upstream in a process of its own, so that its timing does not share the client's interpreter lock."""
+    port = free_port()
+    p = Proc([sys.executable, __file__, "--serve-sse", port, pk], LOAD_CPU, "sse")
+    wait_port(port)
+    return p, port
+
+
+def sse(port, cacert, upstream):
+    """Time to first event and per-event delay (arrival minus the upstream's write time), ms, over HTTP/1.1."""
+    import httpx
+
+    proxy = f"http://127.0.0.1:{port}" if port else None
+    with httpx.Client(proxy=proxy, verify=str(cacert), timeout=30,
+                      headers={"authorization": f"Bearer {PLACEHOLDER}"}) as client:
+        start = time.monotonic_ns()
+        first, delays = None, []
+        with client.stream("GET", f"https://localhost:{upstream}/events") as r:
+            assert r.status_code == 200, f"SSE: HTTP {r.status_code}"
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    now = time.monotonic_ns()
+                    first = first or now
+                    delays.append((now - int(line[6:])) / 1e6)
+    assert len(delays) == SSE_EVENTS, f"SSE: {len(delays)} of {SSE_EVENTS} events"
+    delays.sort()
+    return {"first_ms": (first - start) / 1e6, "p50": delays[len(delays) // 2],
+            "p99": delays[int(len(delays) * 0.99)]}
+
+
 def curl_transfer(url, cacert, proxy, upload=None):
-    cmd = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "--cacert", str(cacert), "-o", "/dev/null", "-w",
+    cmd = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "--http1.1", "--cacert", str(cacert), "-o", "/dev/null", "-w",
            "%{speed_download} %{speed_upload} %{time_starttransfer} %{http_code}", "-H", f"Authorization: Bearer {PLACEHOLDER}"]
     if proxy:
         cmd += ["-x", f"http://127.0.0.1:{proxy}"]
@@ -322,7 +383,10 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--profile", choices=["on", "on-telemetry-off", "off"],
                     help="instead of the comparison: perf-record Keyward under keep-alive load, print the top symbols")
+    ap.add_argument("--serve-sse", nargs=2, metavar=("PORT", "PKI"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_sse:
+        return serve_sse(int(args.serve_sse[0]), Path(args.serve_sse[1]))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if WORK.exists():
@@ -337,6 +401,8 @@ def main():
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     small = f"https://localhost:{up}/small"
+    events, events_port = sse_server(pk)
+    procs.append(events)
     secs = args.seconds
     if args.profile:
         features, telemetry = {"on": (True, True), "on-telemetry-off": (True, False), "off": (False, False)}[args.profile]
@@ -377,6 +443,8 @@ def main():
             r["keepalive"] = measured(p, lambda: oha(small, ca, port, secs))
             r["newconn"] = measured(p, lambda: oha(small, ca, port, secs, conns=8, extra=["--disable-keepalive"]))
             r["fixed"] = measured(p, lambda: oha(small, ca, port, secs, conns=16, extra=["-q", "1000"]))
+            sse(port, ca, events_port)  # warm-up
+            r["sse"] = sse(port, ca, events_port)
             print(json.dumps(r), flush=True)
             results[label] = r
         # Worker threads on the one pinned core: the default (1, from the affinity mask) against 2 and 4.
@@ -456,7 +524,19 @@ def report(out, results, workers, big, idle, secs):
         "|---|---|---|---|",
         *[f"| {w} | {r['rps']:,.0f} | {r['p99']:.2f} | {r['cpu_us']:.0f} |" for w, r in workers.items()],
         "",
-        "## 1 GiB transfers (curl, one stream)",
+        "## SSE (server-sent events)",
+        "",
+        f"One stream of {SSE_EVENTS} events, {SSE_EVERY * 1000:.0f} ms apart, from a TLS upstream that stamps each event "
+        "with the time it wrote it; the client (httpx, HTTP/1.1) records when each arrives. Time to first event runs "
+        "from the request; delay is arrival minus write time, ms. Added = minus direct's, same run.",
+        "",
+        "| | first event ms | delay p50 / p99 ms | added p50 / p99 ms |",
+        "|---|---|---|---|",
+        *[f"| {label} | {r['sse']['first_ms']:.2f} | {r['sse']['p50']:.2f} / {r['sse']['p99']:.2f} "
+          f"| {r['sse']['p50'] - d['sse']['p50']:+.2f} / {r['sse']['p99'] - d['sse']['p99']:+.2f} |"
+          for label, r in results.items()],
+        "",
+        "## 1 GiB transfers (curl, one stream, HTTP/1.1 on both sides)",
         "",
         "| | download MiB/s | upload MiB/s | proxy peak RSS MiB (down / up) |",
         "|---|---|---|---|",

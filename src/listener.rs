@@ -28,6 +28,11 @@ where
         match accepted {
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
+                    // Streamed responses (SSE) are written as they come: small writes must not wait for the
+                    // agent's delayed ACK (Nagle), which measured 40 ms on the first event.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
                     let connection = handler(stream, peer);
                     tokio::spawn(async move {
                         connection.await;

@@ -157,7 +157,13 @@ impl Upstream {
         for ip in addrs {
             let attempt = tokio::time::timeout(self.default_connect, TcpStream::connect(SocketAddr::new(ip, port)));
             match attempt.await {
-                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Ok(stream)) => {
+                    // A tunnel relays the agent's writes as they come, like the pooled client (set_nodelay).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                    return Ok(stream);
+                }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "timed out".into(),
             }
