@@ -25,6 +25,7 @@ WORK = ROOT / "target" / "bench"
 PROXY_CPU = "0"  # the proxy under test
 LOAD_CPU = "1"  # load generator, upstream, collector
 PLACEHOLDER = "kw-placeholder-bench"
+NOTES_MARKER = "<!-- hand-written notes below: kept when the figures above are regenerated -->"
 SECRET = "sk-bench-real-secret-0123456789"
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -551,7 +552,10 @@ def report(out, results, workers, big, idle, secs):
         f"connections open (CONNECT + TLS handshake done, idle): {idle['per_conn_kib']:.1f} KiB per connection.",
         "",
     ]
-    Path(out).write_text("\n".join(lines))
+    # Everything from NOTES_MARKER on is written by hand (analysis, Criterion figures, profiles) and kept.
+    old = Path(out).read_text() if Path(out).exists() else ""
+    notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else ""
+    Path(out).write_text("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
 
