@@ -178,7 +178,7 @@ limits: {{ max_connections: 20000 }}
 secrets: {{ file: secrets.yaml }}
 {policy}{tel}routes:
   - name: bench
-    hosts: ["localhost"]
+    hosts: ["localhost:*"]
     allow_private: true{credentials}
 """)
     env = {"KEYWARD_LOG": "warn"}

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward::config::Config;
 use keyward::credentials::Credentials;
+use std::sync::Arc;
+
 use keyward::scrub::{Scrubber, Stream};
 use keyward::secrets::file::FileStore;
 use keyward::tls::ca::Ca;
@@ -73,14 +75,14 @@ fn swap(c: &mut Criterion) {
 }
 
 fn scrub(c: &mut Criterion) {
-    let scrubber = Scrubber::new([
-        (
-            "sk-bench-0123456789abcdef".to_string(),
-            "kw-placeholder-openai".to_string(),
-        ),
-        ("maps-bench-0123456789".to_string(), "kw-placeholder-maps".to_string()),
-    ])
-    .unwrap();
+    let pair = |secret: &str, placeholder: &str| (secret.as_bytes().to_vec(), Arc::from(placeholder.as_bytes()));
+    let scrubber = Arc::new(
+        Scrubber::new([
+            pair("sk-bench-0123456789abcdef", "kw-placeholder-openai"),
+            pair("maps-bench-0123456789", "kw-placeholder-maps"),
+        ])
+        .unwrap(),
+    );
     let clean: Vec<u8> = br#"{"id":"chatcmpl-1","choices":[{"message":{"content":"hello world"}}]}"#
         .iter()
         .copied()

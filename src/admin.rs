@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` (the process serves), `/readyz` (config, CA, secrets and policy are loaded),
 //! `/metrics` (Prometheus text), `POST /reload` (recompile the policies; a broken one is refused), the kill
 //! switch (`POST /block`, `/unblock`, `/agents/{id}/block`, `/agents/{id}/unblock`, `GET /blocked`) and
-//! `GET /config` (redacted). With an admin token, all but the probes require it.
+//! `GET /config` (redacted). Everything but the probes and `/metrics` requires the admin token, which always
+//! exists (generated at start when none is configured, see [`crate::admin_token`]).
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -57,16 +58,52 @@ pub struct Admin {
     pub kill_switch: Arc<KillSwitch>,
     /// `/config`, computed once at start.
     pub config: serde_json::Value,
-    /// When set, every endpoint but the probes requires `Authorization: Bearer <token>`.
-    pub token: Option<Secret>,
+    /// Every endpoint but the probes and `/metrics` requires `Authorization: Bearer <token>`.
+    pub token: Secret,
 }
 
-pub async fn serve(admin: Arc<Admin>, stream: TcpStream) {
+/// Open admin connections kept; past it the oldest is closed to make room.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection must have sent a whole request head within this.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accepts admin connections until shutdown. A flood of half-open connections must not starve the probes
+/// (a failing liveness probe gets the pod killed): when full, the oldest connection is closed, so the newest
+/// (a kubelet probe sends its request at once) is always served; and a request head must arrive within
+/// [`HEADER_READ_TIMEOUT`].
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    admin: Arc<Admin>,
+) {
+    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        open.retain(|c| !c.is_finished());
+        if open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
+            }
+        }
+        open.push_back(tokio::spawn(serve(admin.clone(), stream)).abort_handle());
+    }
+}
+
+async fn serve(admin: Arc<Admin>, stream: TcpStream) {
     let service = service_fn(move |req| {
         let admin = admin.clone();
         async move { Ok::<_, Infallible>(route(&admin, &req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
@@ -76,8 +113,8 @@ pub async fn serve(admin: Arc<Admin>, stream: TcpStream) {
 
 async fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
-    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
-    if !probe && !authorized(admin, req) {
+    let open = req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if !open && !authorized(admin, req) {
         return reply(
             StatusCode::UNAUTHORIZED,
             JSON,
@@ -154,7 +191,7 @@ fn kill_switch_action(path: &str) -> Option<(bool, Option<&str>)> {
 
 /// Constant-time comparison of the bearer token, so response timing does not leak it byte by byte.
 fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
-    let Some(expected) = &admin.token else { return true };
+    let expected = &admin.token;
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -125,35 +125,34 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     let readiness = Arc::new(Readiness::starting());
     let admin_listener = bind(config.admin).await?;
     let admin_addr = local(&admin_listener);
+    let admin_listener_addr = admin_listener.local_addr();
     let policies = policies(&config)?;
     let kill_switch = Arc::new(KillSwitch::default());
-    let token = match &config.admin_token {
-        Some(source) => Some(
-            source
-                .read()
-                .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?,
-        ),
-        None => None,
-    };
+    let (token, generated) = crate::admin_token::at_start(&config)
+        .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
+
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         policies: policies.clone(),
         kill_switch: kill_switch.clone(),
         config: config.redacted(),
-        token,
+        token: token.clone(),
     });
-    tokio::spawn(crate::listener::serve(
-        admin_listener,
-        shutdown.clone(),
-        64,
-        move |stream, _| crate::admin::serve(admin.clone(), stream),
-    ));
+    tokio::spawn(crate::admin::serve_listener(admin_listener, shutdown.clone(), admin));
 
     let upstream = Arc::new(upstream(&config)?);
+    if let Ok(addr) = admin_listener_addr {
+        upstream.forbid_own(addr);
+    }
     let store = secrets(&config, &metrics, &upstream)?;
     readiness.watch_secrets(store.clone());
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
+    if generated {
+        let path = crate::admin_token::publish(&config, &token)
+            .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
+        tracing::info!(path = %path.display(), "no admin_token configured: generated one for the admin API (`keyward admin` reads it)");
+    }
     let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
     if created {
         tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
@@ -227,6 +226,9 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
         });
     }
     let proxy_listener = bind(config.listen).await?;
+    if let Ok(addr) = proxy_listener.local_addr() {
+        state.upstream.forbid_own(addr);
+    }
     tracing::info!(
         proxy_addr = %local(&proxy_listener),
         admin_addr = %admin_addr,
@@ -237,8 +239,8 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     let drain = state.drain.clone();
     let finished = state.clone();
     let max_connections = config.limits.max_connections;
-    crate::listener::serve(proxy_listener, shutdown, max_connections, move |stream, peer| {
-        crate::proxy::connect::serve(state.clone(), stream, peer)
+    crate::listener::serve(proxy_listener, shutdown, max_connections, move |stream, peer, slot| {
+        crate::proxy::connect::serve(state.clone(), stream, peer, slot)
     })
     .await;
     tracing::info!(

@@ -1,4 +1,4 @@
-//! Command-line interface: `run`, `check`, `ca init`, `version`.
+//! Command-line interface: `run`, `check`, `admin`, `ca init`, `policy`, `webhook`, `version`.
 
 use std::path::PathBuf;
 
@@ -47,6 +47,14 @@ pub enum Command {
         #[arg(long, short, env = "KEYWARD_CONFIG")]
         config: PathBuf,
     },
+    /// Call the running proxy's admin API (kill switch, reload) with its admin token: the configured one, or
+    /// the one `keyward run` generated next to the CA certificate.
+    Admin {
+        #[arg(long, short, env = "KEYWARD_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage the interception CA.
     Ca {
         #[command(subcommand)]
@@ -80,6 +88,40 @@ pub enum PolicyCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Block one agent (`--agent`) or all: requests get 403 and open intercepted connections are closed.
+    Block {
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Lift a block on one agent (`--agent`) or all.
+    Unblock {
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// List the blocked agents.
+    Blocked,
+    /// Recompile the policies now; a broken policy is refused and the running one kept.
+    Reload,
+}
+
+impl AdminCommand {
+    /// The admin API request this command makes.
+    pub fn request(&self) -> (&'static str, String) {
+        let kill = |action: &str, agent: &Option<String>| match agent {
+            Some(agent) => format!("/agents/{agent}/{action}"),
+            None => format!("/{action}"),
+        };
+        match self {
+            Self::Block { agent } => ("POST", kill("block", agent)),
+            Self::Unblock { agent } => ("POST", kill("unblock", agent)),
+            Self::Blocked => ("GET", "/blocked".into()),
+            Self::Reload => ("POST", "/reload".into()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_client;
+pub mod admin_token;
 pub mod app;
 pub mod cli;
 pub mod config;

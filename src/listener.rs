@@ -12,11 +12,15 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
-/// Accepts until `shutdown` flips to true, handing each connection to `handler` on its own task. Past
-/// `max_connections` open connections, new ones are closed at once.
+/// A connection's place under the cap. The handler keeps it for as long as the connection lives in any form:
+/// a CONNECT tunnel outlives the first-hop connection that opened it, and released its place early.
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
+
+/// Accepts until `shutdown` flips to true, handing each connection and its [`Slot`] to `handler` on its own
+/// task. Past `max_connections` open connections, new ones are closed at once.
 pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, max_connections: usize, handler: H)
 where
-    H: Fn(TcpStream, SocketAddr) -> F,
+    H: Fn(TcpStream, SocketAddr, Slot) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -33,11 +37,7 @@ where
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "TCP_NODELAY not set");
                     }
-                    let connection = handler(stream, peer);
-                    tokio::spawn(async move {
-                        connection.await;
-                        drop(slot);
-                    });
+                    tokio::spawn(handler(stream, peer, slot));
                 }
                 Err(_) => {
                     tracing::warn!(%peer, max_connections, "connection limit reached; connection closed");

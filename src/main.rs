@@ -31,6 +31,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Admin { config, command } => {
+            let (method, path) = command.request();
+            match keyward::admin_client::call(&config, method, &path) {
+                Ok((status, body)) => {
+                    println!("{}", body.trim_end());
+                    if (200..300).contains(&status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("error: the admin API answered {status}");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Ca {
             command: CaCommand::Init { out },
         } => {

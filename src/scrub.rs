@@ -1,81 +1,92 @@
 //! Removal of real secrets from what goes back to the agent: an upstream that echoes a credential (in a
 //! header or the body) must not hand it to the agent. Every occurrence becomes the credential's placeholder.
 //!
-//! Bodies are scrubbed as they stream. Between chunks only the bytes that could begin a secret are held
-//! back, never a fixed window, so a secret split across two chunks is caught without delaying SSE events.
+//! Bodies are scrubbed as they stream. Between chunks a fixed number of bytes (the longest pattern less one)
+//! is held back whatever they contain, so a secret split across two chunks is caught. The amount must not
+//! depend on the secret: holding back exactly the bytes that could begin a secret told an upstream that
+//! reflects agent-chosen bytes (a model repeating the agent's text, token by token) whether they were a prefix
+//! of the secret, one character at a time. Two content-independent rules keep streams prompt: everything up
+//! to the last newline goes out at once (no secret form contains one, so none can span it; SSE events and
+//! JSON lines end with one), and whoever drives the stream releases the held bytes after [`RELEASE_AFTER`] of
+//! silence from the upstream.
+//!
+//! The matcher is a contiguous NFA: its build cost is linear in the patterns' total length. A DFA build for a
+//! 64 KB secret froze a worker thread for minutes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use bytes::Bytes;
 
 /// Secrets shorter than this are not scrubbed: replacing every short common string would corrupt bodies, and
 /// such a value is not a credential worth the name.
 pub const MIN_SECRET_LEN: usize = 8;
 
-/// A fixed set of secret → replacement pairs, with one automaton that finds any of them in one pass.
+/// How long held-back bytes wait for the rest of a possible secret before they are sent anyway. A secret split
+/// by an upstream pausing longer than this in the middle of it is not caught (SECURITY.md); TCP delivers the
+/// segments of one write well within it.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(100);
+
+/// A fixed set of pattern → replacement pairs, with one automaton that finds any of them in one pass.
 pub struct Scrubber {
-    secrets: Vec<Vec<u8>>,
-    replacements: Vec<Vec<u8>>,
+    replacements: Vec<Arc<[u8]>>,
     matcher: AhoCorasick,
+    longest: usize,
+    /// `\n`, unless some pattern contains it: no match can span it, so a stream can be released up to it.
+    boundary: Option<u8>,
 }
 
 impl Scrubber {
-    /// `None` when no pair is long enough to scrub.
-    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Option<Arc<Self>> {
-        let (secrets, replacements): (Vec<Vec<u8>>, Vec<Vec<u8>>) = pairs
-            .into_iter()
-            .filter(|(secret, _)| secret.len() >= MIN_SECRET_LEN)
-            .map(|(s, r)| (s.into_bytes(), r.into_bytes()))
-            .unzip();
-        if secrets.is_empty() {
-            return None;
-        }
+    /// `None` when no pattern is long enough to scrub.
+    pub fn new(pairs: impl IntoIterator<Item = (Vec<u8>, Arc<[u8]>)>) -> Option<Self> {
+        let (patterns, replacements): (Vec<Vec<u8>>, Vec<Arc<[u8]>>) =
+            pairs.into_iter().filter(|(p, _)| p.len() >= MIN_SECRET_LEN).unzip();
+        let longest = patterns.iter().map(Vec::len).max()?;
+        let boundary = (!patterns.iter().any(|p| p.contains(&b'\n'))).then_some(b'\n');
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(&secrets)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&patterns)
             .ok()?;
-        Some(Arc::new(Self {
-            secrets,
+        Some(Self {
             replacements,
             matcher,
-        }))
+            longest,
+            boundary,
+        })
     }
 
-    /// Whether `bytes` contain any of the secrets.
+    /// Whether `bytes` contain any of the patterns.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
         self.matcher.is_match(bytes)
     }
 
-    /// `input` with every secret replaced, and how many were.
+    /// `input` with every pattern replaced, and how many were.
     pub fn replace_all(&self, input: &[u8]) -> (Vec<u8>, usize) {
         let mut out = Vec::with_capacity(input.len());
+        let (end, count) = self.replace_into(input, input.len(), &mut out);
+        out.extend_from_slice(&input[end..]);
+        (out, count)
+    }
+
+    /// Replaces the matches of `input` that start before `limit`, writing everything up to the end of the last
+    /// one (or up to `limit`) into `out`. Returns where it stopped and how many were replaced.
+    fn replace_into(&self, input: &[u8], limit: usize, out: &mut Vec<u8>) -> (usize, usize) {
         let mut pos = 0;
         let mut count = 0;
         for m in self.matcher.find_iter(input) {
+            if m.start() >= limit {
+                break;
+            }
             out.extend_from_slice(&input[pos..m.start()]);
             out.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
             pos = m.end();
             count += 1;
         }
-        out.extend_from_slice(&input[pos..]);
-        (out, count)
-    }
-
-    /// The length of the longest suffix of `tail` that is the start of some secret (and could complete with
-    /// the next chunk).
-    fn partial_suffix(&self, tail: &[u8]) -> usize {
-        let mut best = 0;
-        for secret in &self.secrets {
-            let most = (secret.len() - 1).min(tail.len());
-            for k in (best + 1..=most).rev() {
-                if tail[tail.len() - k..] == secret[..k] {
-                    best = k;
-                    break;
-                }
-            }
-        }
-        best
+        let end = pos.max(limit);
+        out.extend_from_slice(&input[pos..end]);
+        (end, count)
     }
 }
 
@@ -93,58 +104,39 @@ impl Stream {
         }
     }
 
-    /// The scrubbed bytes that can be sent now, and how many secrets were replaced.
+    /// The scrubbed bytes that can be sent now, and how many secrets were replaced. The last `longest - 1`
+    /// bytes are held back whatever they are: fewer only after a newline, or when a replaced secret ends
+    /// inside them.
     pub fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
         let mut buf = std::mem::take(&mut self.held);
         buf.extend_from_slice(chunk);
+        let hold = self.scrubber.longest - 1;
+        // A match starting before `cut` ends within `buf`: no longer pattern can need bytes not yet here, and
+        // none contains the boundary.
+        let after_boundary = self
+            .scrubber
+            .boundary
+            .and_then(|b| buf.iter().rposition(|&c| c == b))
+            .map_or(0, |at| at + 1);
+        let cut = buf.len().saturating_sub(hold).max(after_boundary);
         let mut out = Vec::with_capacity(buf.len());
-        let mut pos = 0;
-        let mut count = 0;
-        for m in self.scrubber.matcher.find_iter(&buf) {
-            out.extend_from_slice(&buf[pos..m.start()]);
-            out.extend_from_slice(&self.scrubber.replacements[m.pattern().as_usize()]);
-            pos = m.end();
-            count += 1;
-        }
-        let keep = self.scrubber.partial_suffix(&buf[pos..]);
-        out.extend_from_slice(&buf[pos..buf.len() - keep]);
-        self.held = buf[buf.len() - keep..].to_vec();
+        let (end, count) = self.scrubber.replace_into(&buf, cut, &mut out);
+        buf.drain(..end);
+        self.held = buf;
         (Bytes::from(out), count)
     }
 
-    /// What was held back, at the end of the body (it did not complete a secret).
-    pub fn finish(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(&mut self.held))
+    /// Whether bytes are held back, waiting for the next chunk or [`Stream::flush`].
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
     }
-}
 
-/// Scrubbers by scope (a route, or every credential for the canary), rebuilt only when the secret values
-/// change (a rotation), so a request costs a few lookups and a hash, not an automaton build.
-#[derive(Default)]
-pub struct Cache {
-    entries: std::sync::RwLock<std::collections::HashMap<String, Cached>>,
-}
-
-/// A fingerprint of the secret values and the scrubber built from them.
-type Cached = (u64, Option<Arc<Scrubber>>);
-
-impl Cache {
-    pub fn get(&self, scope: &str, pairs: Vec<(String, String)>) -> Option<Arc<Scrubber>> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        pairs.hash(&mut hasher);
-        let fingerprint = hasher.finish();
-        if let Some((seen, scrubber)) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(scope) {
-            if *seen == fingerprint {
-                return scrubber.clone();
-            }
-        }
-        let scrubber = Scrubber::new(pairs);
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope.to_string(), (fingerprint, scrubber.clone()));
-        scrubber
+    /// Releases what is held back (no more data is coming soon, or the body ended), and how many secrets were
+    /// replaced in it.
+    pub fn flush(&mut self) -> (Bytes, usize) {
+        let held = std::mem::take(&mut self.held);
+        let (out, count) = self.scrubber.replace_all(&held);
+        (Bytes::from(out), count)
     }
 }
 
@@ -152,12 +144,12 @@ impl Cache {
 mod tests {
     use super::*;
 
+    fn pair(secret: &str, placeholder: &str) -> (Vec<u8>, Arc<[u8]>) {
+        (secret.as_bytes().to_vec(), Arc::from(placeholder.as_bytes()))
+    }
+
     fn scrubber() -> Arc<Scrubber> {
-        Scrubber::new([
-            ("sk-REAL-0123456789".to_string(), "kw-ph-openai".to_string()),
-            ("short".into(), "x".into()),
-        ])
-        .unwrap()
+        Arc::new(Scrubber::new([pair("sk-REAL-0123456789", "kw-ph-openai"), pair("short", "x")]).unwrap())
     }
 
     #[test]
@@ -174,24 +166,44 @@ mod tests {
             let mut s = Stream::new(scrubber());
             let (a, n1) = s.push(&body[..split]);
             let (b, n2) = s.push(&body[split..]);
-            let rest = s.finish();
+            let (rest, n3) = s.flush();
             let all = [a.as_ref(), b.as_ref(), rest.as_ref()].concat();
             assert_eq!(all, b"data: {\"echo\": \"kw-ph-openai\"}\n\n", "split at {split}");
-            assert_eq!(n1 + n2, 1);
+            assert_eq!(n1 + n2 + n3, 1);
         }
     }
 
     #[test]
-    fn nothing_is_held_back_when_no_secret_could_start_there() {
+    fn the_amount_held_back_does_not_depend_on_the_content() {
+        // The prefix oracle: an upstream reflecting agent-chosen bytes must not reveal whether they begin the
+        // secret by what is held back.
+        let secret = "sk-REAL-0123456789";
+        for guess in ["sk-REAL-0", "sk-REAL-X", "zzzzzzzzz", "s", ""] {
+            let mut s = Stream::new(scrubber());
+            let body = format!("data: 0123456789012345678901234567890123456789 {guess}");
+            let (out, _) = s.push(body.as_bytes());
+            assert_eq!(out.len(), body.len() - (secret.len() - 1), "guess {guess:?}");
+            assert!(s.holding());
+        }
+    }
+
+    #[test]
+    fn complete_lines_go_out_at_once() {
         let mut s = Stream::new(scrubber());
-        let (out, _) = s.push(b"data: event 1\n\n");
-        assert_eq!(
-            out.as_ref(),
-            b"data: event 1\n\n",
-            "an SSE event goes out whole, at once"
-        );
-        let (out, _) = s.push(b"tail sk-RE");
-        assert_eq!(out.as_ref(), b"tail ", "only a possible secret start waits");
-        assert_eq!(s.finish().as_ref(), b"sk-RE");
+        let (out, _) = s.push(b"data: {\"a\": 1}\n\n");
+        assert_eq!(out.as_ref(), b"data: {\"a\": 1}\n\n", "an SSE event is not delayed");
+        assert!(!s.holding());
+        let (out, _) = s.push(b"data: sk-REAL-0123456789\n\ndata: sk-REAL-01");
+        assert_eq!(out.as_ref(), b"data: kw-ph-openai\n\n");
+        assert_eq!(s.push(b"23456789\n").0.as_ref(), b"data: kw-ph-openai\n");
+    }
+
+    #[test]
+    fn build_cost_is_bounded_for_a_large_secret() {
+        let big: String = (0..16 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let started = std::time::Instant::now();
+        let s = Scrubber::new([pair(&big, "kw-big")]).unwrap();
+        assert!(s.found_in(format!("xx{big}yy").as_bytes()));
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 }

@@ -54,6 +54,8 @@ pub enum UpstreamError {
     Timeout { host: String, phase: &'static str },
     #[error("{path}: {message}")]
     Roots { path: String, message: String },
+    #[error("{host}:{port} is one of Keyward's own listeners, which are never an upstream")]
+    OwnListener { host: String, port: u16 },
 }
 
 /// What the upstream side needs from the configuration.
@@ -71,6 +73,9 @@ pub struct Upstream {
     resolver: GuardedResolver,
     /// One pool per distinct [`ConnectOptions`]; routes with the same options share connections.
     clients: std::sync::RwLock<HashMap<ConnectOptions, PooledClient>>,
+    /// Keyward's own listeners (proxy, admin): a route that names their host and port must still not reach
+    /// them, or the agent could lift its own kill switch through the proxy.
+    own: std::sync::RwLock<Vec<SocketAddr>>,
 }
 
 impl Upstream {
@@ -84,7 +89,41 @@ impl Upstream {
                 allow_private: false,
             },
             clients: std::sync::RwLock::new(HashMap::new()),
+            own: Default::default(),
         })
+    }
+
+    /// Registers a listener of this process, never to be dialled.
+    pub fn forbid_own(&self, addr: SocketAddr) {
+        self.own.write().unwrap_or_else(|e| e.into_inner()).push(addr);
+    }
+
+    /// Refuses a destination that is one of Keyward's own listeners: same port, and an address of this host.
+    async fn check_own(&self, host: &str, port: u16) -> Result<(), UpstreamError> {
+        let own: Vec<SocketAddr> = self.own.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if !own.iter().any(|a| a.port() == port) {
+            return Ok(());
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ips = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self.resolver.resolve(bare, true).await.unwrap_or_default(),
+        };
+        let local = |ip: &IpAddr| {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || embedded_ipv4_of(*ip).is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+                || own.iter().any(|a| a.ip() == *ip)
+                // Binding succeeds only for an address of one of this host's interfaces.
+                || std::net::UdpSocket::bind(SocketAddr::new(*ip, 0)).is_ok()
+        };
+        if ips.iter().any(local) {
+            return Err(UpstreamError::OwnListener {
+                host: host.to_string(),
+                port,
+            });
+        }
+        Ok(())
     }
 
     /// Options for traffic that sets no timeouts of its own.
@@ -139,12 +178,16 @@ impl Upstream {
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         let host = req.uri().host().unwrap_or_default().to_string();
         check_literal(&host, opts.allow_private)?;
+        let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = req.uri().port_u16().unwrap_or(if https { 443 } else { 80 });
+        self.check_own(&host, port).await?;
         self.client(opts).request(req).await.map_err(|e| classify(&host, &e))
     }
 
     /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard.
     pub async fn connect(&self, host: &str, port: u16, allow_private: bool) -> Result<TcpStream, UpstreamError> {
         check_literal(host, allow_private)?;
+        self.check_own(host, port).await?;
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => self
@@ -226,7 +269,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -238,6 +281,31 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || first == 0x2001 && v6.segments()[1] == 0x0db8
                 || first == 0x0064 && v6.segments()[1] == 0xff9b)
         }
+    }
+}
+
+/// The IPv4 address inside an IPv6 one that carries it: mapped (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`),
+/// translated (`::ffff:0:a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`). Each is classified as its IPv4 address:
+/// `[::127.0.0.1]` must not pass as public.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        std::net::Ipv4Addr::new(a, b, c, d)
+    };
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(v4(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if !v6.is_loopback() && !v6.is_unspecified() => Some(v4(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(v4(hi, lo)),
+        _ => None,
+    }
+}
+
+fn embedded_ipv4_of(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+    match ip {
+        IpAddr::V6(v6) => embedded_ipv4(v6),
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -398,10 +466,16 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "::10.0.0.1",
+            "2002:7f00:1::",
+            "64:ff9b::a00:1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::8.8.8.8", "::ffff:0:8.8.8.8"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -1,17 +1,22 @@
 //! Streaming scrubbing must give exactly what one-shot replacement gives, however the body is cut into chunks.
 #![no_main]
 
+use std::sync::Arc;
+
 use keyward::scrub::{Scrubber, Stream};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
     let (body, cuts) = input;
-    let scrubber = Scrubber::new([
-        ("sk-REAL-aaaaaaaa".to_string(), "kw-one".to_string()),
-        ("sk-REAL-aaaabbbb".to_string(), "kw-two".to_string()),
-        ("aaaaaaaaaaaa".to_string(), "kw-three".to_string()),
-    ])
-    .unwrap();
+    let pair = |secret: &str, placeholder: &str| (secret.as_bytes().to_vec(), Arc::from(placeholder.as_bytes()));
+    let scrubber = Arc::new(
+        Scrubber::new([
+            pair("sk-REAL-aaaaaaaa", "kw-one"),
+            pair("sk-REAL-aaaabbbb", "kw-two"),
+            pair("aaaaaaaaaaaa", "kw-three"),
+        ])
+        .unwrap(),
+    );
     let (expected, _) = scrubber.replace_all(&body);
     let mut stream = Stream::new(scrubber);
     let mut out = Vec::new();
@@ -23,6 +28,6 @@ fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
         rest = tail;
     }
     out.extend_from_slice(&stream.push(rest).0);
-    out.extend_from_slice(&stream.finish());
+    out.extend_from_slice(&stream.flush().0);
     assert_eq!(out, expected);
 });

@@ -8,7 +8,7 @@ allowed_tools := {t | some t in data.mcp.allowed_tools}
 
 always_allowed := {"initialize", "ping", "tools/list", "resources/list", "prompts/list"}
 
-default decision := {"allow": false, "reason": "only MCP JSON-RPC requests are allowed on this route"}
+default decision := {"allow": false, "reason": "only MCP JSON-RPC requests are allowed on this route", "code": "not_mcp"}
 
 call_ok(call) if call.method in always_allowed
 
@@ -24,7 +24,8 @@ decision := {"allow": true, "reason": "allowed MCP call"} if {
 	call_ok(input.jsonrpc)
 }
 
-decision := {"allow": false, "reason": sprintf("tool %v is not on this agent's allowlist", [input.jsonrpc.tool])} if {
+# `code` labels the denial metric; the reason quotes the agent's tool name and stays out of metric labels.
+decision := {"allow": false, "reason": sprintf("tool %v is not on this agent's allowlist", [input.jsonrpc.tool]), "code": "tool_not_allowed"} if {
 	input.jsonrpc.method == "tools/call"
 	not call_ok(input.jsonrpc)
 }

@@ -30,7 +30,7 @@ decision := {"allow": true, "reason": "opportunity within limits"} if {
 	within_limits
 }
 
-decision := {"allow": false, "reason": refusal} if {
+decision := {"allow": false, "reason": refusal, "code": "opportunity_over_limits"} if {
 	creates_opportunity
 	not within_limits
 	refusal := concat("; ", refusals)

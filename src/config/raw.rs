@@ -271,6 +271,9 @@ pub struct RawLimits {
     pub max_header_bytes: usize,
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Concurrent HTTP/2 streams per intercepted connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for RawLimits {
@@ -280,8 +283,13 @@ impl Default for RawLimits {
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
+            max_concurrent_streams: default_max_concurrent_streams(),
         }
     }
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    100
 }
 
 fn default_max_connections() -> usize {

@@ -562,8 +562,20 @@ fn oauth2_spec(name: &str, o: &RawOAuth2, at: &str, backends: Backends) -> Resul
         .token_url
         .parse()
         .map_err(|_| FieldError::new(field("token_url"), "not a URL"))?;
-    if !matches!(token_url.scheme_str(), Some("https" | "http")) || token_url.host().is_none() {
-        return Err(FieldError::new(field("token_url"), "expected an https:// URL"));
+    let loopback = token_url.host().is_some_and(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    let ok = match token_url.scheme_str() {
+        Some("https") => token_url.host().is_some(),
+        Some("http") => loopback,
+        _ => false,
+    };
+    if !ok {
+        return Err(FieldError::new(
+            field("token_url"),
+            "expected an https:// URL (http:// only to a loopback address): client secrets travel to it",
+        ));
     }
     let grant = match o.grant.as_str() {
         "client_credentials" => oauth2::Grant::ClientCredentials,

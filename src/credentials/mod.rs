@@ -5,7 +5,7 @@
 //! route), it is an exfiltration attempt and the request is refused before anything is fetched or forwarded.
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -59,6 +59,12 @@ pub struct CredentialSpec {
 pub enum SwapError {
     #[error("a placeholder of credential `{credential}` was sent to a destination it is not bound to")]
     NotBound { credential: String },
+    #[error("a placeholder of credential `{credential}` was found in {place}; it is only swapped in {allowed}")]
+    Misplaced {
+        credential: String,
+        place: String,
+        allowed: String,
+    },
     #[error("one value carries placeholders of more than one credential")]
     Ambiguous,
     #[error("credential `{credential}` would be sent over plain http; route `{route}` does not allow_plain_http")]
@@ -67,6 +73,45 @@ pub enum SwapError {
     Secret { credential: String, source: SecretError },
     #[error("credential `{0}`: the secret does not form a valid header value")]
     InvalidValue(String),
+}
+
+/// Every form in which Keyward writes a secret into a request: the raw value (which the formatted value
+/// contains), and the percent-encoding it uses in query values, with upper- and lower-case hex since upstreams
+/// re-encode either way. An echo of any of them is scrubbed. The JSON-escaped form is added because error
+/// bodies quote what they received as JSON strings.
+pub fn forms(secret: &str) -> Vec<Vec<u8>> {
+    let raw = secret.as_bytes().to_vec();
+    let encoded = utf8_percent_encode(secret, QUERY_VALUE).to_string();
+    let lower = lower_hex_escapes(&encoded);
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .get(1..json.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_string();
+    let mut out = vec![raw];
+    for form in [encoded, lower, json] {
+        if !out.iter().any(|f| f == form.as_bytes()) {
+            out.push(form.into_bytes());
+        }
+    }
+    out
+}
+
+fn lower_hex_escapes(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut after_percent = 0;
+    for c in encoded.chars() {
+        if c == '%' {
+            after_percent = 2;
+            out.push(c);
+        } else if after_percent > 0 {
+            after_percent -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// All credentials of the configuration, with one automaton that finds any placeholder in one pass.
@@ -85,36 +130,58 @@ impl Credentials {
         Self { specs, matcher }
     }
 
-    /// Finds placeholders in headers and query and checks their binding, without touching a secret. The plan
-    /// also lists the `inject: always` credentials of the route.
+    /// Finds placeholders in the path, headers and query and checks them, without touching a secret: a
+    /// placeholder of another route's credential is an exfiltration attempt ([`SwapError::NotBound`]); one of
+    /// this route's credentials anywhere but its configured header or query key is refused
+    /// ([`SwapError::Misplaced`]), so the agent cannot choose where the real secret lands. The plan also lists
+    /// the `inject: always` credentials of the route.
     pub fn plan(
         &self,
         route: Option<&Route>,
         plain_http: bool,
         parts: &http::request::Parts,
     ) -> Result<Plan, SwapError> {
-        let mut used: Vec<usize> = Vec::new();
-        let mut headers = Vec::new();
+        let mut found: Vec<(usize, Place)> = Vec::new();
+        let path = percent_decode_str(parts.uri.path()).decode_utf8_lossy();
+        if let Some(i) = self.find(path.as_bytes())? {
+            found.push((i, Place::Path));
+        }
         for (name, value) in parts.headers.iter() {
             if let Some(i) = self.find(value.as_bytes())? {
-                headers.push((name.clone(), i));
-                used.push(i);
+                found.push((i, Place::Header(name.clone())));
             }
         }
-        let mut query = self.scan_query(parts.uri.query().unwrap_or(""), &mut used)?;
+        let mut query = self.scan_query(parts.uri.query().unwrap_or(""), &mut found)?;
         let route = match route {
             Some(r) => r,
-            None if used.is_empty() => return Ok(Plan::default()),
+            None if found.is_empty() => return Ok(Plan::default()),
             None => {
                 return Err(SwapError::NotBound {
-                    credential: self.specs[used[0]].name.clone(),
+                    credential: self.specs[found[0].0].name.clone(),
                 })
             }
         };
-        if let Some(&i) = used.iter().find(|&&i| self.specs[i].route != route.name) {
+        if let Some((i, _)) = found.iter().find(|(i, _)| self.specs[*i].route != route.name) {
             return Err(SwapError::NotBound {
-                credential: self.specs[i].name.clone(),
+                credential: self.specs[*i].name.clone(),
             });
+        }
+        let mut used: Vec<usize> = Vec::new();
+        let mut headers = Vec::new();
+        for (i, place) in found {
+            let spec = &self.specs[i];
+            match place {
+                Place::Header(name) if spec.header.as_ref() == Some(&name) => headers.push((name, i)),
+                Place::Query(key) if spec.query.as_deref() == Some(key.as_str()) => {}
+                place => {
+                    return Err(SwapError::Misplaced {
+                        credential: spec.name.clone(),
+                        place: place.describe(),
+                        allowed: spec.allowed(),
+                    })
+                }
+            }
+            used.push(i);
         }
         for (i, spec) in self.specs.iter().enumerate() {
             if spec.route == route.name && spec.inject == Inject::Always && !used.contains(&i) {
@@ -141,6 +208,8 @@ impl Credentials {
         }
         used.sort_unstable();
         used.dedup();
+        headers.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        headers.dedup();
         let rewrite_query = query.iter().any(|(_, v)| matches!(v, QueryValue::Credential(_)));
         Ok(Plan {
             headers,
@@ -162,6 +231,11 @@ impl Credentials {
             .map(|s| (&s.secret, s.placeholder.as_str()))
     }
 
+    /// Whether the route declares any credential: its responses are scrubbed.
+    pub fn route_has_any(&self, route: &str) -> bool {
+        self.specs.iter().any(|s| s.route == route)
+    }
+
     /// Whether the plan writes any credential at all.
     pub fn uses_any(&self, plan: &Plan) -> bool {
         !plan.used.is_empty()
@@ -172,34 +246,53 @@ impl Credentials {
         plan.used.iter().map(|&i| self.specs[i].secret.clone()).collect()
     }
 
-    /// Writes the real values a plan calls for. Nothing is changed unless every secret is available.
+    /// Writes the real values a plan calls for, and returns each value written with its placeholder, so the
+    /// response can be scrubbed of exactly these. Nothing is changed unless every secret is available.
     pub fn write(
         &self,
         plan: Plan,
         parts: &mut http::request::Parts,
         store: &dyn SecretStore,
-    ) -> Result<(), SwapError> {
-        let values = plan
-            .headers
-            .into_iter()
-            .map(|(name, i)| Ok((name, self.header_value(i, store)?)))
-            .collect::<Result<Vec<_>, SwapError>>()?;
+    ) -> Result<Vec<(Secret, &str)>, SwapError> {
+        let mut written = Vec::new();
+        let mut values = Vec::new();
+        for (name, i) in plan.headers {
+            let secret = self.secret(i, store)?;
+            values.push((name, i, self.header_value(i, &secret)?));
+            written.push((secret, self.specs[i].placeholder.as_str()));
+        }
         let uri = match plan.query {
-            Some(query) => Some(self.rebuild_uri(&parts.uri, &query, store)?),
+            Some(query) => Some(self.rebuild_uri(&parts.uri, &query, store, &mut written)?),
             None => None,
         };
-        for (name, value) in values {
-            parts.headers.insert(name, value);
+        for (name, i, value) in values {
+            self.replace_header(&mut parts.headers, name, i, value);
         }
         if let Some(uri) = uri {
             parts.uri = uri;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Whether `bytes` contain any configured placeholder.
     pub fn has_placeholder(&self, bytes: &[u8]) -> bool {
         self.matcher.is_match(bytes)
+    }
+
+    /// The values of `name` that carry credential `i`'s placeholder become `value`; other values of the same
+    /// header are kept. Without any (an injected credential), `value` is added.
+    fn replace_header(&self, headers: &mut HeaderMap, name: HeaderName, i: usize, value: HeaderValue) {
+        let placeholder = self.specs[i].placeholder.as_bytes();
+        let carries = |v: &HeaderValue| v.as_bytes().windows(placeholder.len()).any(|w| w == placeholder);
+        let old: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if !old.iter().any(carries) {
+            headers.append(name, value);
+            return;
+        }
+        headers.remove(&name);
+        for v in old {
+            headers.append(&name, if carries(&v) { value.clone() } else { v });
+        }
     }
 
     /// The credential whose placeholder occurs in `bytes`; two different ones in one value is an error.
@@ -215,17 +308,22 @@ impl Credentials {
         Ok(found)
     }
 
-    fn scan_query(&self, query: &str, used: &mut Vec<usize>) -> Result<Vec<(String, QueryValue)>, SwapError> {
+    fn scan_query(&self, query: &str, found: &mut Vec<(usize, Place)>) -> Result<Vec<(String, QueryValue)>, SwapError> {
         let mut pairs = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let decoded = percent_decode_str(&value.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned();
-            let key_decoded = percent_decode_str(key).decode_utf8_lossy().into_owned();
+            let key_decoded = percent_decode_str(&key.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            if let Some(i) = self.find(key_decoded.as_bytes())? {
+                found.push((i, Place::QueryKey));
+            }
             match self.find(decoded.as_bytes())? {
                 Some(i) => {
-                    used.push(i);
+                    found.push((i, Place::Query(key_decoded.clone())));
                     pairs.push((key_decoded, QueryValue::Credential(i)));
                 }
                 None => pairs.push((key_decoded, QueryValue::Raw(pair.to_string()))),
@@ -242,19 +340,20 @@ impl Credentials {
         })
     }
 
-    fn header_value(&self, i: usize, store: &dyn SecretStore) -> Result<HeaderValue, SwapError> {
-        let rendered = self.specs[i].format.render(&self.secret(i, store)?);
+    fn header_value(&self, i: usize, secret: &Secret) -> Result<HeaderValue, SwapError> {
+        let rendered = self.specs[i].format.render(secret);
         let mut value =
             HeaderValue::try_from(rendered).map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
         value.set_sensitive(true);
         Ok(value)
     }
 
-    fn rebuild_uri(
-        &self,
+    fn rebuild_uri<'a>(
+        &'a self,
         uri: &Uri,
         query: &[(String, QueryValue)],
         store: &dyn SecretStore,
+        written: &mut Vec<(Secret, &'a str)>,
     ) -> Result<Uri, SwapError> {
         let mut out = String::from(uri.path());
         for (n, (key, value)) in query.iter().enumerate() {
@@ -262,10 +361,12 @@ impl Credentials {
             match value {
                 QueryValue::Raw(pair) => out.push_str(pair),
                 QueryValue::Credential(i) => {
-                    let rendered = self.specs[*i].format.render(&self.secret(*i, store)?);
+                    let secret = self.secret(*i, store)?;
+                    let rendered = self.specs[*i].format.render(&secret);
                     out.push_str(&utf8_percent_encode(key, QUERY_VALUE).to_string());
                     out.push('=');
                     out.push_str(&utf8_percent_encode(&rendered, QUERY_VALUE).to_string());
+                    written.push((secret, self.specs[*i].placeholder.as_str()));
                 }
             }
         }
@@ -273,6 +374,37 @@ impl Credentials {
         let mut parts = uri.clone().into_parts();
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).map_err(|_| SwapError::InvalidValue("query".into()))
+    }
+}
+
+impl CredentialSpec {
+    /// Where this credential's placeholder may appear, for the refusal message.
+    fn allowed(&self) -> String {
+        match (&self.header, &self.query) {
+            (Some(h), Some(q)) => format!("header `{h}` and query key `{q}`"),
+            (Some(h), None) => format!("header `{h}`"),
+            (None, Some(q)) => format!("query key `{q}`"),
+            (None, None) => "no location".into(),
+        }
+    }
+}
+
+/// Where a placeholder was found in a request.
+enum Place {
+    Path,
+    Header(HeaderName),
+    Query(String),
+    QueryKey,
+}
+
+impl Place {
+    fn describe(self) -> String {
+        match self {
+            Self::Path => "the path".into(),
+            Self::Header(name) => format!("header `{name}`"),
+            Self::Query(key) => format!("query key `{key}`"),
+            Self::QueryKey => "a query key".into(),
+        }
     }
 }
 
@@ -465,6 +597,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("openai"), "{err}");
+    }
+
+    #[test]
+    fn a_placeholder_outside_its_configured_location_is_refused() {
+        let (creds, store) = fixture();
+        for (uri, headers) in [
+            ("https://x.test/v1", vec![("x-title", "kw-openai")]),
+            ("https://x.test/v1", vec![("user-agent", "agent kw-openai")]),
+            ("https://x.test/v1", vec![("cookie", "a=1; s=kw-openai")]),
+            ("https://x.test/v1?text=kw-openai", vec![]),
+            ("https://x.test/v1?kw-openai=1", vec![]),
+            ("https://x.test/kw-openai/v1", vec![]),
+            ("https://x.test/%6bw-openai/v1", vec![]),
+        ] {
+            let mut p = parts(uri, &headers);
+            let before = p.clone();
+            let err = creds
+                .apply(Some(&route("ai", false)), false, &mut p, &store)
+                .unwrap_err();
+            assert!(
+                matches!(err, SwapError::Misplaced { ref credential, .. } if credential == "openai"),
+                "{uri} {headers:?}: {err}"
+            );
+            assert_eq!((p.uri, p.headers), (before.uri, before.headers), "nothing written");
+        }
+    }
+
+    #[test]
+    fn only_the_value_carrying_the_placeholder_is_replaced() {
+        let (creds, store) = fixture();
+        let mut p = parts(
+            "https://x.test/v1",
+            &[("authorization", "Basic other"), ("authorization", "Bearer kw-openai")],
+        );
+        let written = {
+            let plan = creds.plan(Some(&route("ai", false)), false, &p).unwrap();
+            creds.write(plan, &mut p, &store).unwrap()
+        };
+        let values: Vec<_> = p.headers.get_all("authorization").iter().collect();
+        assert_eq!(values, ["Basic other", "Bearer sk-1"]);
+        let placeholders: Vec<&str> = written.iter().map(|(_, ph)| *ph).collect();
+        assert_eq!(placeholders, ["kw-openai", "kw-org"]);
+    }
+
+    #[test]
+    fn forms_cover_what_keyward_writes() {
+        let all: Vec<String> = forms("a/b+c=d\"e")
+            .into_iter()
+            .map(|f| String::from_utf8(f).unwrap())
+            .collect();
+        assert_eq!(
+            all,
+            ["a/b+c=d\"e", "a%2Fb%2Bc%3Dd%22e", "a%2fb%2bc%3dd%22e", "a/b+c=d\\\"e"]
+        );
+        assert_eq!(forms("plain-value_1").len(), 1);
     }
 
     #[test]

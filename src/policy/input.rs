@@ -33,6 +33,82 @@ pub enum Body {
     Json { value: Value, size: u64 },
     /// Not JSON, over the limit, or not valid JSON: only the size is given, when it is known.
     Unparsed { size: Option<u64> },
+    /// JSON with an object that repeats a key (`{"amount":250000,"amount":1}`): the policy would judge one
+    /// value while an upstream may act on the other, so the request is refused.
+    DuplicateKey,
+}
+
+impl Body {
+    /// Parses a body the policy may read.
+    pub fn parse(bytes: &[u8]) -> Self {
+        match serde_json::from_slice::<Strict>(bytes) {
+            Ok(Strict(value)) => Self::Json {
+                value,
+                size: bytes.len() as u64,
+            },
+            Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => Self::DuplicateKey,
+            Err(_) => Self::Unparsed {
+                size: Some(bytes.len() as u64),
+            },
+        }
+    }
+}
+
+/// A JSON value whose objects have no repeated key.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 pub struct Request<'a> {
@@ -91,6 +167,7 @@ pub fn build(ctx: &Context, req: Request) -> Value {
     let (body, body_size, parsed) = match req.body {
         Body::Json { value, size } => (value, Some(size), true),
         Body::Unparsed { size } => (Value::Null, size, false),
+        Body::DuplicateKey => (Value::Null, None, false),
     };
     let jsonrpc = jsonrpc(&body);
     let mut doc = json!({
@@ -161,6 +238,21 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_ambiguous() {
+        assert!(matches!(
+            Body::parse(br#"{"Amount":250000,"Amount":1}"#),
+            Body::DuplicateKey
+        ));
+        assert!(matches!(Body::parse(br#"[{"a":{"b":1,"b":2}}]"#), Body::DuplicateKey));
+        assert!(matches!(Body::parse(br#"{"amount":1,"Amount":2}"#), Body::Json { .. }));
+        assert!(matches!(Body::parse(b"{not json"), Body::Unparsed { size: Some(9) }));
+        let Body::Json { value, size } = Body::parse(br#"{"a":[1,2.5,"x",null,true]}"#) else {
+            panic!()
+        };
+        assert_eq!((value, size), (json!({"a":[1,2.5,"x",null,true]}), 27));
     }
 
     #[test]

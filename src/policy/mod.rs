@@ -45,6 +45,9 @@ pub enum PolicyError {
 pub struct Decision {
     pub allow: bool,
     pub reason: String,
+    /// A short identifier for the reason (`tool_not_allowed`), when the policy gives one: it labels the
+    /// denial metric, where the free-text reason (which may quote the agent's input) must not.
+    pub code: Option<String>,
     /// True when the deny comes from a failed evaluation rather than from the policy's own rules.
     pub error: bool,
 }
@@ -54,12 +57,14 @@ impl Decision {
         let deny = |reason: &str| Self {
             allow: false,
             reason: reason.into(),
+            code: Some("policy_error".into()),
             error: true,
         };
         match value {
             Value::Bool(allow) => Self {
                 allow: *allow,
                 reason: default_reason(*allow),
+                code: None,
                 error: false,
             },
             Value::Object(fields) => {
@@ -71,9 +76,21 @@ impl Decision {
                     Some(Value::String(r)) => r.to_string(),
                     _ => default_reason(allow),
                 };
+                let code = match fields.get(&Value::from("code")) {
+                    Some(Value::String(c))
+                        if !c.is_empty()
+                            && c.len() <= 40
+                            && c.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) =>
+                    {
+                        Some(c.to_string())
+                    }
+                    _ => None,
+                };
                 Self {
                     allow,
                     reason,
+                    code,
                     error: false,
                 }
             }
@@ -121,6 +138,7 @@ impl Policies {
             Ok(value) => Decision::from_value(&value),
             Err(e) => Decision {
                 allow: false,
+                code: Some("policy_error".into()),
                 reason: format!("policy_error: evaluation failed: {e}"),
                 error: true,
             },
@@ -215,6 +233,7 @@ mod tests {
             Decision {
                 allow: true,
                 reason: "read".into(),
+                code: None,
                 error: false
             }
         );

@@ -109,15 +109,7 @@ pub async fn peek(body: AgentBody, headers: &HeaderMap, limit: u64) -> Result<(O
             ))
         }
     };
-    let seen = match serde_json::from_slice(&bytes) {
-        Ok(value) => PolicyBody::Json {
-            value,
-            size: bytes.len() as u64,
-        },
-        Err(_) => PolicyBody::Unparsed {
-            size: Some(bytes.len() as u64),
-        },
-    };
+    let seen = PolicyBody::parse(&bytes);
     Ok((Outgoing::Buffered(bytes), seen))
 }
 

@@ -16,18 +16,29 @@ use tokio::net::TcpStream;
 use super::error::ProxyError;
 use super::{pipeline, ProxyState, Scheme, Target};
 use crate::config::Unmatched;
-use crate::route::{normalize_host, split_host_port};
+use crate::listener::Slot;
+use crate::route::{normalize_host, split_host_port, valid_host};
+use crate::telemetry::metrics::ConnectionGuard;
 use crate::upstream::Body;
 
+/// What an agent connection holds for as long as it lives, tunnels it opened included: its place under
+/// `limits.max_connections` and its count in `keyward_open_connections`.
+struct Held {
+    _slot: Slot,
+    _open: ConnectionGuard,
+}
+
 /// Serves one agent connection until it closes.
-pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr) {
-    let _open = state.metrics.connection_opened();
-    let state_limits = state.limits.clone();
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(first_hop(state, req).await) }
+pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let held = Arc::new(Held {
+        _slot: slot,
+        _open: state.metrics.connection_opened(),
     });
-    let limits = state_limits;
+    let limits = state.limits.clone();
+    let service = service_fn(move |req| {
+        let (state, held) = (state.clone(), held.clone());
+        async move { Ok::<_, Infallible>(first_hop(state, req, held).await) }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -40,9 +51,9 @@ pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr) 
     }
 }
 
-async fn first_hop(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+async fn first_hop(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        return connect(state, req).await;
+        return connect(state, req, held).await;
     }
     match absolute_http_target(req.uri()) {
         Some(target) => pipeline::handle(state, Arc::new(target), req).await,
@@ -52,13 +63,16 @@ async fn first_hop(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<B
     }
 }
 
-async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+async fn connect(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
     let Some(target) = connect_target(req.uri()) else {
-        return refuse(ProxyError::BadRequest("CONNECT needs a host:port target"));
+        return refuse(ProxyError::BadRequest(
+            "CONNECT needs a host:port target whose host is a DNS name (at most 253 bytes) or an IP literal",
+        ));
     };
-    let intercept = state.unmatched == Unmatched::Deny || state.routes.knows_host(&target.host, target.port);
+    let intercept = state.unmatched == Unmatched::Deny || state.routes.knows_host(&target.host, target.port, true);
     if intercept {
         tokio::spawn(async move {
+            let _held = held;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => intercept_tunnel(state, target, TokioIo::new(upgraded)).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -75,6 +89,7 @@ async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Bod
         };
         tracing::info!(host = %target.host, port = target.port, "tunnelling unmatched host without interception");
         tokio::spawn(async move {
+            let _held = held;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => splice(TokioIo::new(upgraded), upstream).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -111,10 +126,15 @@ where
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
+    // HTTP/2 has no header-read timeout of its own: a keep-alive ping that must be answered within the same
+    // time cuts a connection stuck in a header block (HEADERS without END_HEADERS) or gone silent.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
     let kill_switch = state_for_kill.kill_switch.clone();
     tokio::select! {
         served = builder.serve_connection(TokioIo::new(tls), service) => {
@@ -137,12 +157,14 @@ where
     }
 }
 
+/// The target of `CONNECT host:port`: a DNS name or an IP literal, since a leaf is minted for it.
 fn connect_target(uri: &http::Uri) -> Option<Target> {
     let authority = uri.authority()?;
     let (host, port) = split_host_port(authority.as_str())?;
-    Some(Target {
+    let host = normalize_host(host);
+    valid_host(&host).then_some(Target {
         scheme: Scheme::Https,
-        host: normalize_host(host),
+        host,
         port: port?,
     })
 }
@@ -153,9 +175,10 @@ fn absolute_http_target(uri: &http::Uri) -> Option<Target> {
     }
     let authority = uri.authority()?;
     let (host, port) = split_host_port(authority.as_str())?;
-    Some(Target {
+    let host = normalize_host(host);
+    valid_host(&host).then_some(Target {
         scheme: Scheme::Http,
-        host: normalize_host(host),
+        host,
         port: port.unwrap_or(80),
     })
 }

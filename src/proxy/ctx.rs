@@ -14,6 +14,7 @@ use super::error::ProxyError;
 use super::{ProxyState, Scheme, Target};
 use crate::credentials::SwapError;
 use crate::policy::{Decision, Mode};
+use crate::scrub::Scrubber;
 use crate::telemetry::audit::AuditRecord;
 use crate::telemetry::metrics::{Metrics, RequestOutcome};
 use crate::telemetry::redact_query;
@@ -45,9 +46,16 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn start<B>(state: &ProxyState, target: &Target, req: &http::Request<B>) -> Self {
+    /// `canary` finds real secrets: a path that carries one is recorded redacted (the request is refused).
+    pub fn start<B>(state: &ProxyState, target: &Target, req: &http::Request<B>, canary: Option<&Scrubber>) -> Self {
         let uri = req.uri();
         let query = uri.query().map(redact_query);
+        let path = match canary {
+            Some(scrubber) if super::scrubbing::in_url_part(scrubber, uri.path()) => {
+                "[redacted: the path carried a real secret]".to_string()
+            }
+            _ => uri.path().to_string(),
+        };
         let scheme = match target.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
@@ -58,7 +66,7 @@ impl RequestCtx {
                 let mut attributes = vec![
                     trace::text("http.request.method", req.method().to_string()),
                     trace::text("url.scheme", scheme),
-                    trace::text("url.path", uri.path().to_string()),
+                    trace::text("url.path", path.clone()),
                     trace::text("server.address", target.host.clone()),
                     KeyValue::new("server.port", i64::from(target.port)),
                     trace::text("keyward.agent.id", state.agent.id.clone()),
@@ -74,7 +82,7 @@ impl RequestCtx {
             started: Instant::now(),
             method: req.method().clone(),
             scheme,
-            path: uri.path().to_string(),
+            path,
             query,
             host: target.host.clone(),
             port: target.port,
@@ -140,7 +148,7 @@ impl RequestCtx {
                 "policy would deny (shadow mode): request forwarded");
         }
         if !decision.allow {
-            metrics.policy_denial(self.route.as_deref(), &decision.reason);
+            metrics.policy_denial(self.route.as_deref(), decision.code.as_deref(), &decision.reason);
         }
         self.trace.set(trace::text("keyward.policy.decision", label));
         self.decision = Some((label, decision.reason.clone()));
@@ -163,12 +171,22 @@ impl RequestCtx {
 
     pub fn fail(&mut self, error: &ProxyError, metrics: &Metrics) {
         let (_, code) = error.classify();
-        if let ProxyError::Swap(SwapError::NotBound { credential }) = error {
-            metrics.exfiltration_attempt(credential);
-            tracing::warn!(
-                request_id = %self.id, credential = %credential, host = %self.host, method = %self.method, path = %self.path,
-                "exfiltration attempt: placeholder sent to a destination its credential is not bound to"
-            );
+        match error {
+            ProxyError::Swap(SwapError::NotBound { credential }) => {
+                metrics.exfiltration_attempt(credential);
+                tracing::warn!(
+                    request_id = %self.id, credential = %credential, host = %self.host, method = %self.method, path = %self.path,
+                    "exfiltration attempt: placeholder sent to a destination its credential is not bound to"
+                );
+            }
+            ProxyError::Swap(SwapError::Misplaced { credential, place, .. }) => {
+                metrics.exfiltration_attempt(credential);
+                tracing::warn!(
+                    request_id = %self.id, credential = %credential, place = %place, host = %self.host, method = %self.method, path = %self.path,
+                    "exfiltration attempt: placeholder outside its credential's configured header or query key"
+                );
+            }
+            _ => {}
         }
         self.error = Some((code, error.to_string()));
     }

@@ -31,6 +31,12 @@ pub enum ProxyError {
     SecretInRequest { place: &'static str },
     #[error("the upstream answered with Content-Encoding `{encoding}`, which cannot be scrubbed for secrets")]
     Unscrubbable { encoding: String },
+    #[error("the upstream split a secret over several `{header}` header lines, which cannot be scrubbed")]
+    SplitSecret { header: String },
+    #[error("the JSON body repeats a key in one object; the policy and the upstream could read different values")]
+    AmbiguousJson,
+    #[error("CONNECT inside an intercepted connection is refused")]
+    NestedConnect,
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(transparent)]
@@ -51,8 +57,12 @@ impl ProxyError {
             Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),
             Self::SecretInRequest { .. } => (S::FORBIDDEN, "secret_in_request"),
             Self::Unscrubbable { .. } => (S::BAD_GATEWAY, "unscrubbable_encoding"),
+            Self::SplitSecret { .. } => (S::BAD_GATEWAY, "unscrubbable_header"),
+            Self::AmbiguousJson => (S::BAD_REQUEST, "ambiguous_json"),
+            Self::NestedConnect => (S::METHOD_NOT_ALLOWED, "nested_connect"),
             Self::Swap(e) => match e {
                 SwapError::NotBound { .. } => (S::FORBIDDEN, "placeholder_not_bound"),
+                SwapError::Misplaced { .. } => (S::FORBIDDEN, "placeholder_misplaced"),
                 SwapError::Ambiguous => (S::BAD_REQUEST, "ambiguous_placeholder"),
                 SwapError::Plaintext { .. } => (S::FORBIDDEN, "plaintext_credential"),
                 SwapError::Secret { .. } => (S::SERVICE_UNAVAILABLE, "secret_unavailable"),
@@ -65,6 +75,7 @@ impl ProxyError {
                 UpstreamError::Request { .. } => (S::BAD_GATEWAY, "upstream_failed"),
                 UpstreamError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout"),
                 UpstreamError::Roots { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+                UpstreamError::OwnListener { .. } => (S::FORBIDDEN, "own_listener"),
             },
         }
     }

@@ -6,8 +6,9 @@ pub mod connect;
 pub mod ctx;
 pub mod error;
 mod headers;
+mod inflate;
 pub mod pipeline;
-mod scrubbing;
+pub(crate) mod scrubbing;
 mod upload;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub struct ProxyState {
     /// `None` when tracing is off.
     pub tracing: Option<Arc<crate::telemetry::trace::Tracing>>,
     pub audit: crate::telemetry::audit::AuditLog,
-    pub scrubbers: crate::scrub::Cache,
+    pub(crate) scrubbers: scrubbing::Scrubbers,
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
     pub limits: crate::config::raw::RawLimits,
     pub drain: Arc<crate::listener::Drain>,

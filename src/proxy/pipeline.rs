@@ -20,7 +20,8 @@ use crate::config::Unmatched;
 use crate::policy::{input, Mode};
 use crate::ratelimit::Scope;
 use crate::retry::{RetryPolicy, Transient};
-use crate::route::{has_dot_segment, normalize_host, split_host_port};
+use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
+use crate::scrub::Scrubber;
 use crate::upstream::Body;
 use crate::upstream::{ConnectOptions, UpstreamError};
 use bytes::Bytes;
@@ -33,13 +34,14 @@ use crate::telemetry::trace;
 /// Runs the stages and turns any failure into its JSON response; never fails itself.
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
     let in_flight = state.drain.enter();
-    let mut ctx = RequestCtx::start(&state, &target, &req);
+    let canary = super::scrubbing::canary_scrubber(&state).await;
+    let mut ctx = RequestCtx::start(&state, &target, &req, canary.as_deref());
     // Over HTTP/2 the response ends only after the agent's body has (see `upload`).
     let h2 = req.version() == http::Version::HTTP_2;
     let (parts, body) = req.into_parts();
     let (body, upload) = AgentBody::new(body, h2);
     let req = Request::from_parts(parts, body);
-    let response = match forward(&state, &target, req, &mut ctx).await {
+    let response = match forward(&state, &target, req, &mut ctx, canary.as_deref()).await {
         Ok(response) => response,
         Err(error) => {
             ctx.fail(&error, &state.metrics);
@@ -56,25 +58,33 @@ async fn forward(
     target: &Target,
     req: Request<AgentBody>,
     ctx: &mut RequestCtx,
+    canary: Option<&Scrubber>,
 ) -> Result<Response<Body>, ProxyError> {
     if state.kill_switch.is_blocked(&state.agent.id) {
         return Err(ProxyError::Blocked);
     }
-    check_host(target, &req)?;
     let (mut parts, body) = req.into_parts();
-    if has_dot_segment(parts.uri.path()) {
-        return Err(ProxyError::BadRequest(
-            "dot segments (`.` or `..`) are not allowed in the path",
-        ));
+    super::scrubbing::canary(state, canary, &parts, None)?;
+    if parts.method == http::Method::CONNECT {
+        return Err(ProxyError::NestedConnect);
     }
+    check_host(target, &parts)?;
+    let path = normalize_path(parts.uri.path()).map_err(|DotSegment| {
+        ProxyError::BadRequest("dot segments (`.` or `..`, in any spelling) are not allowed in the path")
+    })?;
+    let https = target.scheme == Scheme::Https;
     let route = state
         .routes
-        .find(&target.host, target.port, &parts.method, parts.uri.path());
+        .find(&target.host, target.port, https, &parts.method, &path.path);
+    if path.ambiguous && route.is_some_and(|r| !r.paths.is_empty()) {
+        return Err(ProxyError::BadRequest(
+            "an encoded `/` or `\\`, a `\\` or double percent-encoding in the path is ambiguous on a route limited to paths",
+        ));
+    }
     ctx.set_route(route.map(|r| r.name.clone()));
-    let user = take_user(&mut parts.headers, &state.user_header);
+    let user = take_user(&mut parts.headers, &state.user_header)?;
     ctx.set_user(user.clone());
-    let plain_http = target.scheme == Scheme::Http;
-    let plan = state.credentials.plan(route.map(|r| &**r), plain_http, &parts)?;
+    let plan = state.credentials.plan(route.map(|r| &**r), !https, &parts)?;
     ctx.set_credentials(state.credentials.names(&plan));
     let allow_private = match route {
         Some(route) => route.allow_private,
@@ -87,30 +97,7 @@ async fn forward(
             })
         }
     };
-    let body = match &state.policy {
-        Some(gate) => {
-            let entrypoint = route.and_then(|r| r.policy.as_deref()).unwrap_or(&gate.entrypoint);
-            let (body, seen) = super::body::peek(body, &parts.headers, gate.body_limit)
-                .await
-                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
-            let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
-            let input = policy_input(state, gate, target, &parts, seen, user.as_deref(), ctx);
-            let decision = gate.policies.decide(entrypoint, input);
-            ctx.decide(&decision, gate.policies.mode(), &state.metrics);
-            span.set(trace::text(
-                "keyward.policy.decision",
-                if decision.allow { "allow" } else { "deny" },
-            ));
-            drop(span);
-            if !decision.allow && gate.policies.mode() == Mode::Enforce {
-                return Err(ProxyError::PolicyDenied {
-                    reason: decision.reason,
-                });
-            }
-            body
-        }
-        None => Outgoing::from(body),
-    };
+    // Limits come before any work that grows with the agent's input (the policy reads the body).
     if let Err(limited) = state.rate_limits.check(ctx.route(), user.as_deref()) {
         let scope = match limited.scope {
             Scope::Route => "route",
@@ -130,6 +117,30 @@ async fn forward(
         Some(cap) => Some(cap.acquire(ctx.route().unwrap_or("-")).await?),
         None => None,
     };
+    let body = match &state.policy {
+        Some(gate) => {
+            let entrypoint = route.and_then(|r| r.policy.as_deref()).unwrap_or(&gate.entrypoint);
+            let (body, seen) = super::body::peek(body, &parts.headers, gate.body_limit)
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
+            let input = policy_input(state, gate, target, &parts, seen, user.as_deref(), ctx)?;
+            let decision = gate.policies.decide(entrypoint, input);
+            ctx.decide(&decision, gate.policies.mode(), &state.metrics);
+            span.set(trace::text(
+                "keyward.policy.decision",
+                if decision.allow { "allow" } else { "deny" },
+            ));
+            drop(span);
+            if !decision.allow && gate.policies.mode() == Mode::Enforce {
+                return Err(ProxyError::PolicyDenied {
+                    reason: decision.reason,
+                });
+            }
+            body
+        }
+        None => Outgoing::from(body),
+    };
     let retry = limits
         .retry
         .as_ref()
@@ -141,10 +152,13 @@ async fn forward(
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?,
         None => body,
     };
-    super::scrubbing::canary(state, &parts, body.bytes())?;
-    let scrubber = ctx.route().and_then(|r| super::scrubbing::scrubber(state, Some(r)));
-    if scrubber.is_some() {
-        // Echoed secrets must be found in the response, so ask for it uncompressed where the upstream obliges.
+    if let Some(bytes) = body.bytes() {
+        super::scrubbing::canary(state, canary, &parts, Some(bytes))?;
+    }
+    // Responses on a route with credentials are scrubbed: ask for them uncompressed where the upstream obliges,
+    // whether or not a value is at hand yet (an OAuth2 token may be fetched just below).
+    let scrubbed = ctx.route().is_some_and(|r| state.credentials.route_has_any(r));
+    if scrubbed {
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("identity"),
@@ -155,11 +169,14 @@ async fn forward(
     let refs = state.credentials.secrets(&plan);
     let span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
     state.secrets.prepare(&refs).await;
-    if let Err(e) = state.credentials.write(plan, &mut parts, &*state.secrets) {
-        let e = ProxyError::from(e);
-        span.fail(e.classify().1);
-        return Err(e);
-    }
+    let mut written = match state.credentials.write(plan, &mut parts, &*state.secrets) {
+        Ok(written) => written,
+        Err(e) => {
+            let e = ProxyError::from(e);
+            span.fail(e.classify().1);
+            return Err(e);
+        }
+    };
     drop(span);
     finalize(target, &mut parts)?;
     let opts = ConnectOptions {
@@ -178,7 +195,7 @@ async fn forward(
     let mut response = exchange.send(&parts, first, replay.clone(), ctx).await?;
     if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), pre_swap, replay) {
         if rotated(state, &refs).await {
-            state.credentials.write(plan, &mut parts, &*state.secrets)?;
+            written.extend(state.credentials.write(plan, &mut parts, &*state.secrets)?);
             finalize(target, &mut parts)?;
             ctx.retried(&state.metrics);
             tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
@@ -186,13 +203,30 @@ async fn forward(
         }
     }
     let (mut parts, body) = response.into_parts();
+    // A custom reason phrase is the upstream's free text (`401 Invalid key Bearer sk-…`): never passed on.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    // Decided from every Content-Encoding value before hop-by-hop stripping, which could remove them.
+    let encoding = scrubbed
+        .then(|| super::scrubbing::Encoding::of(&parts.headers))
+        .transpose()?;
     strip_hop_by_hop(&mut parts.headers);
     let body = Tracked::new(body, limits.idle, permit).boxed_unsync();
+    let route = ctx.route().unwrap_or_default();
+    let scrubber = match encoding {
+        Some(encoding) => super::scrubbing::for_route(state, route, &written)
+            .await
+            .map(|scrubber| (scrubber, encoding)),
+        None => None,
+    };
     let body = match scrubber {
-        Some(scrubber) => {
-            let route = ctx.route().unwrap_or_default().to_string();
-            super::scrubbing::response(scrubber, &mut parts.headers, body, state.metrics.clone(), route)?
-        }
+        Some((scrubber, encoding)) => super::scrubbing::response(
+            scrubber,
+            encoding,
+            &mut parts.headers,
+            body,
+            state.metrics.clone(),
+            route.to_string(),
+        )?,
         None => body,
     };
     Ok(Response::from_parts(parts, body))
@@ -329,10 +363,18 @@ fn finalize(target: &Target, parts: &mut http::request::Parts) -> Result<(), Pro
     Ok(())
 }
 
+/// Longest user id accepted: ids key rate limits and appear in spans and audit lines.
+const MAX_USER_ID: usize = 256;
+
 /// The user the agent acts for, from the configured header, which never travels upstream.
-fn take_user(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Option<String> {
-    let value = headers.remove(name)?;
-    value.to_str().ok().map(str::to_string).filter(|v| !v.is_empty())
+fn take_user(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Result<Option<String>, ProxyError> {
+    let Some(value) = headers.remove(name) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_USER_ID {
+        return Err(ProxyError::BadRequest("the user id header is longer than 256 bytes"));
+    }
+    Ok(value.to_str().ok().map(str::to_string).filter(|v| !v.is_empty()))
 }
 
 fn policy_input(
@@ -343,7 +385,10 @@ fn policy_input(
     body: input::Body,
     user: Option<&str>,
     ctx: &RequestCtx,
-) -> regorus::Value {
+) -> Result<regorus::Value, ProxyError> {
+    if matches!(body, input::Body::DuplicateKey) {
+        return Err(ProxyError::AmbiguousJson);
+    }
     let has_placeholder = |b: &[u8]| state.credentials.has_placeholder(b);
     let context = input::Context {
         agent: &state.agent,
@@ -364,13 +409,13 @@ fn policy_input(
         parts,
         body,
     };
-    regorus::Value::from(input::build(&context, request))
+    Ok(regorus::Value::from(input::build(&context, request)))
 }
 
 /// The `Host` header and the HTTP/2 `:authority` must name the CONNECT target; a port, when given, must match.
-fn check_host<B>(target: &Target, req: &Request<B>) -> Result<(), ProxyError> {
-    let header = req.headers().get(HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let authority = req.uri().authority().map(Authority::as_str);
+fn check_host(target: &Target, parts: &http::request::Parts) -> Result<(), ProxyError> {
+    let header = parts.headers.get(HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let authority = parts.uri.authority().map(Authority::as_str);
     for claimed in [header, authority].into_iter().flatten() {
         let ok = split_host_port(claimed)
             .is_some_and(|(host, port)| normalize_host(host) == target.host && port.is_none_or(|p| p == target.port));

@@ -1,7 +1,14 @@
 //! Applying the scrubber to a response on its way to the agent, and the outbound canary on requests.
+//!
+//! What a response can carry back is every header (values split over several lines included), the trailers
+//! and the body in whatever encoding the upstream claims. The reason phrase is dropped by the pipeline. Each
+//! channel is scrubbed of every form Keyward writes a secret in ([`crate::credentials::forms`]); a body in an
+//! encoding that cannot be scrubbed is refused.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,65 +17,173 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame};
 
 use super::error::ProxyError;
+use super::inflate::Inflate;
 use super::ProxyState;
-use crate::scrub::{Scrubber, Stream};
+use crate::scrub::{Scrubber, Stream, RELEASE_AFTER};
+use crate::secrets::Secret;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::{Body, BoxError};
 
-/// The scrubber for `scope` (a route name, or `*` for every credential) built from current secret values.
-pub fn scrubber(state: &ProxyState, route: Option<&str>) -> Option<Arc<Scrubber>> {
-    let pairs: Vec<(String, String)> = state
+/// Scrubbers by scope (a route, or `*` for every credential), rebuilt only when the secret values change, so
+/// a request costs a hash of the values, not an automaton build. A build runs on the blocking pool: it grows
+/// with the secrets' length and must never stall the proxy's workers.
+#[derive(Default)]
+pub struct Scrubbers {
+    entries: RwLock<HashMap<String, Cached>>,
+}
+
+/// A fingerprint of the (value, placeholder) pairs and the scrubber built from them.
+type Cached = (u64, Option<Arc<Scrubber>>);
+
+impl Scrubbers {
+    async fn get(&self, scope: &str, pairs: Vec<(Secret, Arc<str>)>) -> Option<Arc<Scrubber>> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (secret, placeholder) in &pairs {
+            secret.expose().hash(&mut hasher);
+            placeholder.hash(&mut hasher);
+        }
+        let fingerprint = hasher.finish();
+        if let Some((seen, scrubber)) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(scope) {
+            if *seen == fingerprint {
+                return scrubber.clone();
+            }
+        }
+        let build = move || {
+            let patterns = pairs.iter().flat_map(|(secret, placeholder)| {
+                let replacement: Arc<[u8]> = Arc::from(placeholder.as_bytes());
+                crate::credentials::forms(secret.expose())
+                    .into_iter()
+                    .map(move |form| (form, replacement.clone()))
+            });
+            Scrubber::new(patterns.collect::<Vec<_>>()).map(Arc::new)
+        };
+        let scrubber = tokio::task::spawn_blocking(build).await.ok().flatten();
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(scope.to_string(), (fingerprint, scrubber.clone()));
+        scrubber
+    }
+}
+
+/// The scrubber for a route's responses: every current value of the route's credentials, and every value
+/// written into this request (fetched or re-read mid-request, they may be newer than what the store held when
+/// the request started, or already replaced again).
+pub async fn for_route(state: &ProxyState, route: &str, written: &[(Secret, &str)]) -> Option<Arc<Scrubber>> {
+    let mut pairs = current(state, Some(route));
+    for (secret, placeholder) in written {
+        if !pairs.iter().any(|(s, _)| s == secret) {
+            pairs.push((secret.clone(), Arc::from(*placeholder)));
+        }
+    }
+    state.scrubbers.get(route, pairs).await
+}
+
+fn current(state: &ProxyState, route: Option<&str>) -> Vec<(Secret, Arc<str>)> {
+    state
         .credentials
         .placeholders(route)
-        .filter_map(|(secret, placeholder)| {
-            Some((
-                state.secrets.get(secret).ok()?.expose().to_string(),
-                placeholder.to_string(),
-            ))
-        })
-        .collect();
-    if pairs.is_empty() {
-        return None;
-    }
-    state.scrubbers.get(route.unwrap_or("*"), pairs)
+        .filter_map(|(secret, placeholder)| Some((state.secrets.get(secret).ok()?, Arc::from(placeholder))))
+        .collect()
+}
+
+/// The scrubber of every credential's current values, for the outbound canary.
+pub async fn canary_scrubber(state: &ProxyState) -> Option<Arc<Scrubber>> {
+    state.scrubbers.get("*", current(state, None)).await
+}
+
+/// Whether `text` (a path or query) carries a real secret, raw or percent-encoded.
+pub fn in_url_part(scrubber: &Scrubber, text: &str) -> bool {
+    scrubber.found_in(text.as_bytes())
+        || scrubber.found_in(
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .as_bytes(),
+        )
 }
 
 /// The outbound canary: a request that already carries a real secret (the agent learned one somehow) is
-/// refused before anything is written or sent. Checks headers, the query, and the body when it is in memory.
-pub fn canary(state: &ProxyState, parts: &http::request::Parts, body: Option<&[u8]>) -> Result<(), ProxyError> {
-    let Some(scrubber) = scrubber(state, None) else {
+/// refused before anything is written or sent. The head (path, headers, query) is checked first thing, so
+/// no error message or record quotes it; the body when it is in memory.
+pub fn canary(
+    state: &ProxyState,
+    scrubber: Option<&Scrubber>,
+    parts: &http::request::Parts,
+    body: Option<&[u8]>,
+) -> Result<(), ProxyError> {
+    let Some(scrubber) = scrubber else {
         return Ok(());
     };
-    let in_headers = parts.headers.values().any(|v| scrubber.found_in(v.as_bytes()));
-    let in_query = parts.uri.query().is_some_and(|q| {
-        scrubber.found_in(q.as_bytes())
-            || scrubber.found_in(percent_encoding::percent_decode_str(q).decode_utf8_lossy().as_bytes())
-    });
-    let in_body = body.is_some_and(|b| scrubber.found_in(b));
-    if in_headers || in_query || in_body {
-        let place = if in_headers {
-            "a header"
-        } else if in_query {
-            "the query"
-        } else {
-            "the body"
-        };
-        state.metrics.secret_in_request();
-        return Err(ProxyError::SecretInRequest { place });
-    }
-    Ok(())
+    let place = if in_url_part(scrubber, parts.uri.path()) {
+        "the path"
+    } else if parts.headers.values().any(|v| scrubber.found_in(v.as_bytes())) {
+        "a header"
+    } else if parts.uri.query().is_some_and(|q| in_url_part(scrubber, q)) {
+        "the query"
+    } else if body.is_some_and(|b| scrubber.found_in(b)) {
+        "the body"
+    } else {
+        return Ok(());
+    };
+    state.metrics.secret_in_request();
+    Err(ProxyError::SecretInRequest { place })
 }
 
-/// Rewrites echoed secrets in response headers and sets up the body to be scrubbed as it streams.
-/// Compressed bodies (gzip, deflate) are decoded first; any other encoding cannot be scrubbed and is refused.
-pub fn response(
-    scrubber: Arc<Scrubber>,
-    headers: &mut HeaderMap,
-    body: Body,
-    metrics: Arc<Metrics>,
-    route: String,
-) -> Result<Body, ProxyError> {
+/// How a response body is encoded, decided from every `Content-Encoding` value before hop-by-hop stripping
+/// (which a `Connection: Content-Encoding` would otherwise turn into an unscrubbed gzip body).
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    /// Only identity, gzip and deflate can be scrubbed; stacked or unknown encodings are refused.
+    pub fn of(headers: &HeaderMap) -> Result<Self, ProxyError> {
+        let mut codings = Vec::new();
+        for value in headers.get_all(CONTENT_ENCODING) {
+            let text = value.to_str().map_err(|_| ProxyError::Unscrubbable {
+                encoding: "(not ASCII)".into(),
+            })?;
+            codings.extend(
+                text.split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty() && c != "identity"),
+            );
+        }
+        match codings.as_slice() {
+            [] => Ok(Self::Identity),
+            [one] if one == "gzip" || one == "x-gzip" => Ok(Self::Gzip),
+            [one] if one == "deflate" => Ok(Self::Deflate),
+            _ => Err(ProxyError::Unscrubbable {
+                encoding: codings.join(", ").chars().take(64).collect(),
+            }),
+        }
+    }
+}
+
+/// Rewrites echoed secrets in `headers`. A secret split over two lines of one header (which a client joins)
+/// cannot be rewritten and is refused.
+pub fn scrub_headers(scrubber: &Scrubber, headers: &mut HeaderMap) -> Result<usize, ProxyError> {
     let mut found = 0;
+    let names: Vec<_> = headers.keys().cloned().collect();
+    for name in names {
+        let mut values = headers.get_all(&name).iter();
+        if let (Some(_), Some(_)) = (values.next(), values.next()) {
+            let joined: Vec<u8> = headers
+                .get_all(&name)
+                .iter()
+                .flat_map(|v| v.as_bytes().to_vec())
+                .collect();
+            let apart = headers.get_all(&name).iter().any(|v| scrubber.found_in(v.as_bytes()));
+            if !apart && scrubber.found_in(&joined) {
+                return Err(ProxyError::SplitSecret {
+                    header: name.to_string(),
+                });
+            }
+        }
+    }
     for value in headers.values_mut() {
         if scrubber.found_in(value.as_bytes()) {
             let (clean, n) = scrubber.replace_all(value.as_bytes());
@@ -76,18 +191,27 @@ pub fn response(
             *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("<scrubbed>"));
         }
     }
+    Ok(found)
+}
+
+/// Rewrites echoed secrets in response headers and sets up the body (and trailers) to be scrubbed as they
+/// stream. Compressed bodies are decoded first, as fast as the agent reads them.
+pub fn response(
+    scrubber: Arc<Scrubber>,
+    encoding: Encoding,
+    headers: &mut HeaderMap,
+    body: Body,
+    metrics: Arc<Metrics>,
+    route: String,
+) -> Result<Body, ProxyError> {
+    let found = scrub_headers(&scrubber, headers)?;
     if found > 0 {
         metrics.scrubbed(&route, "header", found);
     }
-    let decoder = match headers
-        .get(CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-    {
-        None => None,
-        Some(e) if e == "identity" => None,
-        Some(e) if e == "gzip" || e == "x-gzip" => Some(Decoder::Gzip(flate2::write::GzDecoder::new(Vec::new()))),
-        Some(e) if e == "deflate" => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(Vec::new()))),
-        Some(e) => return Err(ProxyError::Unscrubbable { encoding: e }),
+    let decoder = match encoding {
+        Encoding::Identity => None,
+        Encoding::Gzip => Some(Inflate::gzip()),
+        Encoding::Deflate => Some(Inflate::zlib()),
     };
     if decoder.is_some() {
         headers.remove(CONTENT_ENCODING);
@@ -96,57 +220,61 @@ pub fn response(
     Ok(http_body_util::BodyExt::boxed_unsync(Scrubbed {
         inner: body,
         decoder,
+        scrubber: scrubber.clone(),
         stream: Stream::new(scrubber),
+        release: None,
         metrics,
         route,
-        done: false,
+        ended: false,
+        trailers: None,
     }))
-}
-
-enum Decoder {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
-}
-
-impl Decoder {
-    fn feed(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
-        use std::io::Write;
-        match self {
-            Self::Gzip(d) => {
-                d.write_all(data)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Self::Deflate(d) => {
-                d.write_all(data)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-        }
-    }
-
-    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Self::Gzip(d) => d.try_finish().map(|()| std::mem::take(d.get_mut())),
-            Self::Deflate(d) => d.try_finish().map(|()| std::mem::take(d.get_mut())),
-        }
-    }
 }
 
 struct Scrubbed {
     inner: Body,
-    decoder: Option<Decoder>,
+    decoder: Option<Inflate>,
+    scrubber: Arc<Scrubber>,
     stream: Stream,
+    /// Armed while bytes are held back and the upstream is quiet.
+    release: Option<Pin<Box<tokio::time::Sleep>>>,
     metrics: Arc<Metrics>,
     route: String,
-    done: bool,
+    ended: bool,
+    /// Scrubbed trailers, sent after the last held-back bytes.
+    trailers: Option<HeaderMap>,
 }
 
 impl Scrubbed {
-    fn emit(&mut self, plain: &[u8]) -> Bytes {
-        let (out, n) = self.stream.push(plain);
+    fn count(&self, n: usize) {
         if n > 0 {
             self.metrics.scrubbed(&self.route, "body", n);
         }
-        out
+    }
+
+    fn push(&mut self, plain: &[u8]) -> Option<Bytes> {
+        let (out, n) = self.stream.push(plain);
+        self.count(n);
+        self.release = None;
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn flush(&mut self) -> Option<Bytes> {
+        let (out, n) = self.stream.flush();
+        self.count(n);
+        self.release = None;
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn scrub_trailers(&mut self, mut trailers: HeaderMap) -> HeaderMap {
+        match scrub_headers(&self.scrubber, &mut trailers) {
+            Ok(n) => {
+                if n > 0 {
+                    self.metrics.scrubbed(&self.route, "trailer", n);
+                }
+                trailers
+            }
+            Err(_) => HeaderMap::new(),
+        }
     }
 }
 
@@ -155,34 +283,64 @@ impl HttpBody for Scrubbed {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
         loop {
-            if self.done {
-                return Poll::Ready(None);
+            if let Some(decoder) = this.decoder.as_mut().filter(|d| d.has_input()) {
+                let plain = decoder.step()?;
+                if let Some(out) = this.push(&plain) {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
             }
-            match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    let plain = match self.decoder.as_mut() {
-                        Some(d) => d.feed(&data).map_err(BoxError::from)?,
-                        None => data.to_vec(),
-                    };
-                    let out = self.emit(&plain);
-                    if !out.is_empty() {
+            if this.ended {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if !this.stream.holding() {
+                        return Poll::Pending;
+                    }
+                    let release = this
+                        .release
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(RELEASE_AFTER)));
+                    if release.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if let Some(out) = this.flush() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match this.decoder.as_mut() {
+                        Some(decoder) => decoder.feed(data),
+                        None => {
+                            if let Some(out) = this.push(&data) {
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
+                        }
+                    },
+                    Err(frame) => {
+                        // Trailers end the body: what is held goes out first, the trailers on the next poll.
+                        if let Ok(trailers) = frame.into_trailers() {
+                            if let Some(decoder) = &this.decoder {
+                                decoder.finish()?;
+                            }
+                            this.ended = true;
+                            this.trailers = Some(this.scrub_trailers(trailers));
+                            if let Some(out) = this.flush() {
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
+                        }
+                    }
+                },
                 Poll::Ready(None) => {
-                    self.done = true;
-                    let rest = match self.decoder.as_mut() {
-                        Some(d) => d.finish().map_err(BoxError::from)?,
-                        None => Vec::new(),
-                    };
-                    let mut out = self.emit(&rest).to_vec();
-                    out.extend_from_slice(&self.stream.finish());
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    if let Some(decoder) = &this.decoder {
+                        decoder.finish()?;
+                    }
+                    this.ended = true;
+                    if let Some(out) = this.flush() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                     return Poll::Ready(None);
                 }

@@ -23,6 +23,12 @@ pub enum FileStoreError {
     Parse { path: String, line: usize, column: usize },
     #[error("{path}: secret `{name}` is missing, and the configuration uses it")]
     Missing { path: String, name: String },
+    #[error("{path}: secret `{name}`: {message}")]
+    TooLong {
+        path: String,
+        name: String,
+        message: String,
+    },
 }
 
 pub struct FileStore {
@@ -131,6 +137,13 @@ fn parse(path: &Path, text: &str, required: &[String]) -> Result<HashMap<String,
             path: path.display().to_string(),
             name: name.clone(),
         });
+    }
+    for (name, value) in &map {
+        super::check_length(value).map_err(|message| FileStoreError::TooLong {
+            path: path.display().to_string(),
+            name: name.clone(),
+            message,
+        })?;
     }
     Ok(map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect())
 }

@@ -113,7 +113,23 @@ pub trait SecretStore: Send + Sync {
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Longest secret value accepted. Values are matched in every response on their route, and an IdP can hand
+/// out a 64 KB token; past this size a value is refused with an error naming it.
+pub const MAX_SECRET_LEN: usize = 16 * 1024;
+
+/// Refuses a value longer than [`MAX_SECRET_LEN`]; the message gives the length only.
+pub fn check_length(value: &str) -> Result<(), String> {
+    if value.len() > MAX_SECRET_LEN {
+        return Err(format!(
+            "the value is {} bytes, over the {MAX_SECRET_LEN}-byte limit for secrets",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The configured backends behind one store: references are routed to the backend they name.
+#[derive(Clone)]
 pub struct Secrets {
     pub file: Option<Arc<file::FileStore>>,
     pub vault: Option<Arc<vault::VaultStore>>,
@@ -159,9 +175,11 @@ impl SecretStore for Secrets {
     fn prepare<'a>(&'a self, secrets: &'a [SecretRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let Some(oauth2) = &self.oauth2 else { return };
+            let mut base: Option<Arc<dyn SecretStore>> = None;
             for secret in secrets {
                 if let SecretRef::OAuth2(name) = secret {
-                    oauth2.ensure_fresh(name, self).await;
+                    let base = base.get_or_insert_with(|| Arc::new(self.clone()));
+                    oauth2.ensure_fresh(name, base).await;
                 }
             }
         })

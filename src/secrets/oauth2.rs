@@ -55,12 +55,20 @@ pub struct Spec {
 
 /// Largest token response read.
 const MAX_RESPONSE: usize = 64 * 1024;
+/// The whole token exchange (connect, request, response and its body). An endpoint that accepts and never
+/// answers held requests for good.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest time between two token requests, whatever `expires_in` says (0 meant one token request per call).
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// Longest a token is cached (`expires_in: 1e19` overflowed the clock and panicked).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 struct Token {
     value: Secret,
     refresh_at: Instant,
+    expires_at: Instant,
 }
 
 /// The single-flight half: held while a refresh runs; requests that find it held wait, then reuse the result.
@@ -77,6 +85,8 @@ struct Credential {
     token: RwLock<Option<Token>>,
     last_error: RwLock<Option<String>>,
     refresher: tokio::sync::Mutex<Refresher>,
+    /// A background refresh (of a token that is due but still valid) is under way.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 pub struct OAuth2Store {
@@ -102,6 +112,7 @@ impl OAuth2Store {
                     token: RwLock::new(None),
                     last_error: RwLock::new(None),
                     refresher: tokio::sync::Mutex::new(Refresher::default()),
+                    refreshing: Default::default(),
                 };
                 (name, c)
             })
@@ -114,18 +125,49 @@ impl OAuth2Store {
         }
     }
 
-    /// Refreshes the named credential's access token if it is missing or due, unless the endpoint is in backoff.
-    /// `base` resolves the client id, secret and refresh token.
-    pub async fn ensure_fresh(&self, name: &str, base: &dyn SecretStore) {
+    /// Makes the named credential's access token fresh. A token that is due but still valid keeps serving while
+    /// it is refreshed in the background; only a request without a usable token waits (bounded by
+    /// [`EXCHANGE_TIMEOUT`]). `base` resolves the client id, secret and refresh token.
+    pub async fn ensure_fresh(self: &Arc<Self>, name: &str, base: &Arc<dyn SecretStore>) {
+        use std::sync::atomic::Ordering;
         let Some(c) = self.credentials.get(name) else { return };
         if c.fresh() {
             return;
         }
+        if c.usable() {
+            if c.refreshing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let (this, base, name) = (self.clone(), base.clone(), name.to_string());
+                tokio::spawn(async move {
+                    this.refresh(&name, &*base).await;
+                    if let Some(c) = this.credentials.get(&name) {
+                        c.refreshing.store(false, Ordering::Release);
+                    }
+                });
+            }
+            return;
+        }
+        self.refresh(name, &**base).await;
+    }
+
+    /// One refresh at a time per credential; requests that find one under way wait, then reuse its result.
+    async fn refresh(&self, name: &str, base: &dyn SecretStore) {
+        let Some(c) = self.credentials.get(name) else { return };
         let mut refresher = c.refresher.lock().await;
         if c.fresh() || refresher.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        match self.fetch(c, &mut refresher, base).await {
+        let fetched = tokio::time::timeout(EXCHANGE_TIMEOUT, self.fetch(c, &mut refresher, base))
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    "timeout",
+                    format!("no complete answer within {} s", EXCHANGE_TIMEOUT.as_secs()),
+                ))
+            });
+        match fetched {
             Ok(()) => {
                 refresher.failures = 0;
                 refresher.retry_at = None;
@@ -174,6 +216,12 @@ impl OAuth2Store {
         if let Some(rt) = &refresh_token {
             form.push(("refresh_token", rt.expose().to_string()));
         }
+        // What the endpoint must never be able to echo into an error code we show.
+        let mut sent: Vec<String> = client_secret
+            .iter()
+            .chain(refresh_token.iter())
+            .map(|s| s.expose().to_string())
+            .collect();
         if !spec.scopes.is_empty() {
             form.push(("scope", spec.scopes.join(" ")));
         }
@@ -197,6 +245,13 @@ impl OAuth2Store {
                 ))
                 .map_err(|_| ("invalid_secret", "client credentials do not form a header".to_string()))?;
                 value.set_sensitive(true);
+                sent.extend(
+                    value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.strip_prefix("Basic "))
+                        .map(str::to_string),
+                );
                 builder = builder.header(AUTHORIZATION, value);
             }
             ClientAuth::Body => {
@@ -237,7 +292,7 @@ impl OAuth2Store {
         // The body holds tokens: only the fields named here ever leave this function.
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let code = json.get("error").and_then(|e| e.as_str()).unwrap_or("-");
+            let code = error_code(&json, &sent);
             let reason = if status.is_server_error() {
                 "http_5xx"
             } else {
@@ -249,12 +304,13 @@ impl OAuth2Store {
             .get("access_token")
             .and_then(|t| t.as_str())
             .ok_or(("invalid_response", "no access_token in the token response".to_string()))?;
-        let expires_in = json.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(3600);
-        let lifetime = Duration::from_secs(expires_in);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(spec.refresh_before);
+        super::check_length(access).map_err(|e| ("invalid_response", format!("access_token: {e}")))?;
+        let lifetime = lifetime(json.get("expires_in")).map_err(|e| ("invalid_response", e))?;
+        let now = Instant::now();
         *c.token.write().unwrap_or_else(|e| e.into_inner()) = Some(Token {
             value: Secret::new(access),
-            refresh_at,
+            refresh_at: now + lifetime.saturating_sub(spec.refresh_before).max(MIN_LIFETIME),
+            expires_at: now + lifetime,
         });
         if let (Some(new), Some(target)) = (json.get("refresh_token").and_then(|t| t.as_str()), &spec.refresh_token) {
             if refresh_token.as_ref().is_none_or(|old| old.expose() != new) {
@@ -274,12 +330,62 @@ impl OAuth2Store {
 }
 
 impl Credential {
+    /// A token that is not yet due for refresh.
     fn fresh(&self) -> bool {
         self.token
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|t| Instant::now() < t.refresh_at)
+    }
+
+    /// A token that has not expired (it may be due for refresh).
+    fn usable(&self) -> bool {
+        self.token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|t| Instant::now() < t.expires_at)
+    }
+}
+
+/// How long a token lives, from `expires_in` (a number, or a numeric string as some providers send):
+/// clamped to [`MIN_LIFETIME`]..[`MAX_LIFETIME`], 3600 s when absent; a negative value is an expired token.
+fn lifetime(expires_in: Option<&serde_json::Value>) -> Result<Duration, String> {
+    let Some(value) = expires_in else {
+        return Ok(Duration::from_secs(3600));
+    };
+    let secs = value
+        .as_f64()
+        .or_else(|| value.as_str()?.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .ok_or("expires_in is not a number")?;
+    if secs < 0.0 {
+        return Err("expires_in is negative: the token is already expired".into());
+    }
+    Ok(Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())).max(MIN_LIFETIME))
+}
+
+/// The `error` of a token endpoint's refusal, as far as it can be shown: RFC 6749 error codes are short
+/// identifiers. Anything longer, outside `[A-Za-z0-9._-]`, or containing a credential that was sent (an
+/// endpoint that echoes the Basic credentials) is withheld: it reaches the agent and the log.
+fn error_code(json: &serde_json::Value, sent: &[String]) -> String {
+    let Some(code) = json.get("error").and_then(|e| e.as_str()) else {
+        return "-".into();
+    };
+    let identifier = !code.is_empty()
+        && code.len() <= 40
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let echoes = sent
+        .iter()
+        .filter(|s| s.len() >= 4)
+        .any(|s| code.contains(s.as_str()) || s.contains(code));
+    if identifier && !echoes {
+        code.to_string()
+    } else {
+        "(withheld: not an RFC 6749 error code)".into()
     }
 }
 
@@ -297,8 +403,8 @@ impl SecretStore for OAuth2Store {
             .get(name)
             .ok_or_else(|| unavailable("unknown OAuth2 credential".into()))?;
         if let Some(token) = c.token.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            // Past `refresh_at` the token still has `refresh_before` of life: serve it while a refresh fails.
-            if Instant::now() < token.refresh_at + c.spec.refresh_before {
+            // Past `refresh_at` the token still has some life: serve it while a refresh runs or fails.
+            if Instant::now() < token.expires_at {
                 return Ok(token.value.clone());
             }
         }
@@ -323,4 +429,40 @@ fn jitter_fraction() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     f64::from(nanos % 1000) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lifetimes_are_clamped_and_negative_is_expired() {
+        assert_eq!(lifetime(None).unwrap(), Duration::from_secs(3600));
+        assert_eq!(lifetime(Some(&json!(0))).unwrap(), MIN_LIFETIME);
+        assert_eq!(lifetime(Some(&json!(1e19))).unwrap(), MAX_LIFETIME);
+        assert_eq!(lifetime(Some(&json!(u64::MAX))).unwrap(), MAX_LIFETIME);
+        assert_eq!(lifetime(Some(&json!("120"))).unwrap(), Duration::from_secs(120));
+        assert!(lifetime(Some(&json!(-5))).is_err());
+        assert!(lifetime(Some(&json!("soon"))).is_err());
+    }
+
+    #[test]
+    fn error_codes_that_are_not_identifiers_or_echo_credentials_are_withheld() {
+        let sent = vec!["cs-REAL-42".to_string(), "a2V5d2FyZDpjcy1SRUFMLTQy".to_string()];
+        assert_eq!(error_code(&json!({"error": "invalid_client"}), &sent), "invalid_client");
+        assert_eq!(error_code(&json!({}), &sent), "-");
+        for bad in [
+            "a2V5d2FyZDpjcy1SRUFMLTQy",
+            "x\nforged",
+            "cs-REAL-42",
+            "a b",
+            &"x".repeat(41),
+        ] {
+            assert!(
+                error_code(&json!({ "error": bad }), &sent).starts_with("(withheld"),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The span export queue. Ending a span only tries to put it on a bounded channel: when the collector is
 //! slow or down, spans past the bound are dropped and counted, and requests never wait on telemetry.
 //! A task drains the channel in batches, every `flush_interval` or as soon as a full batch waits.
+//! The queue is bounded by count and by estimated bytes ([`MAX_QUEUE_BYTES`]): spans carry paths and user ids,
+//! and a count alone let large ones hold hundreds of megabytes behind a slow collector.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +17,24 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::metrics::Metrics;
 use super::trace::TraceSettings;
 
+/// Estimated bytes of spans waiting in the queue, past which new spans are dropped.
+pub const MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
 enum Message {
-    Span(Box<SpanData>),
+    /// A span and its estimated size.
+    Span(Box<SpanData>, usize),
     Flush(oneshot::Sender<()>),
+}
+
+/// Memory a span takes, roughly: its fixed part and the text of its attributes and events.
+fn estimate(span: &SpanData) -> usize {
+    let attributes: usize = span
+        .attributes
+        .iter()
+        .map(|kv| kv.key.as_str().len() + kv.value.as_str().len() + 32)
+        .sum();
+    let events: usize = span.events.iter().map(|e| e.name.len() + 64).sum();
+    512 + span.name.len() + attributes + events
 }
 
 pub struct QueueProcessor {
@@ -27,6 +45,7 @@ pub struct QueueProcessor {
     max_queue: usize,
     max_batch: usize,
     metrics: Arc<Metrics>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// Asks the export task to send what it holds.
@@ -48,11 +67,13 @@ impl QueueProcessor {
         exporter.set_resource(resource);
         let (queue, rx) = mpsc::channel(settings.max_queue);
         let batch_ready = Arc::new(Notify::new());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let batcher = Batcher {
             exporter,
             max_batch: settings.max_batch,
             metrics: metrics.clone(),
             last_warning: None,
+            queued_bytes: queued_bytes.clone(),
         };
         tokio::spawn(batcher.run(rx, batch_ready.clone(), settings.flush_interval));
         let processor = Self {
@@ -61,6 +82,7 @@ impl QueueProcessor {
             max_queue: settings.max_queue,
             max_batch: settings.max_batch,
             metrics,
+            queued_bytes,
         };
         let flusher = Flusher {
             queue,
@@ -83,7 +105,11 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
+        let size = estimate(&span);
+        let room = self.queued_bytes.load(Ordering::Relaxed) + size <= MAX_QUEUE_BYTES;
+        if room && self.queue.try_send(Message::Span(Box::new(span), size)).is_ok() {
+            self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        } else {
             self.metrics.spans_dropped("queue_full", 1);
         }
         if self.max_queue - self.queue.capacity() >= self.max_batch {
@@ -120,6 +146,7 @@ struct Batcher<E> {
     max_batch: usize,
     metrics: Arc<Metrics>,
     last_warning: Option<Instant>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl<E: SpanExporter> Batcher<E> {
@@ -134,7 +161,8 @@ impl<E: SpanExporter> Batcher<E> {
             }
             loop {
                 match rx.try_recv() {
-                    Ok(Message::Span(span)) => {
+                    Ok(Message::Span(span, size)) => {
+                        self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                         batch.push(*span);
                         if batch.len() >= self.max_batch {
                             self.export(&mut batch).await;

@@ -20,6 +20,8 @@ const LATENCY_BUCKETS: [f64; 16] = [
 /// Distinct policy denial reasons kept as label values; later ones are counted as `other`. Reasons are
 /// written by policy authors and may embed request data, so they cannot be trusted to stay few.
 const MAX_DENIAL_REASONS: usize = 64;
+/// Longest denial reason label, in characters.
+const MAX_LABEL: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -328,11 +330,14 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    pub fn policy_denial(&self, route: Option<&str>, reason: &str) {
+    /// Counts a denial by route and reason label: the policy's `code` when it gives one, else its reason cut
+    /// to [`MAX_LABEL`] characters; past [`MAX_DENIAL_REASONS`] distinct labels, `other`.
+    pub fn policy_denial(&self, route: Option<&str>, code: Option<&str>, reason: &str) {
+        let label: String = code.unwrap_or(reason).chars().take(MAX_LABEL).collect();
         let reason = {
             let mut seen = self.denial_reasons.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.contains(reason) || (seen.len() < MAX_DENIAL_REASONS && seen.insert(reason.to_string())) {
-                reason.to_string()
+            if seen.contains(&label) || (seen.len() < MAX_DENIAL_REASONS && seen.insert(label.clone())) {
+                label
             } else {
                 "other".to_string()
             }
@@ -465,9 +470,9 @@ mod tests {
     fn denial_reasons_are_capped() {
         let m = Metrics::default();
         for i in 0..(MAX_DENIAL_REASONS + 10) {
-            m.policy_denial(Some("r"), &format!("reason {i}"));
+            m.policy_denial(Some("r"), None, &format!("reason {i}"));
         }
-        m.policy_denial(Some("r"), "reason 0");
+        m.policy_denial(Some("r"), None, "reason 0");
         let text = m.render();
         let series = text
             .lines()
@@ -476,6 +481,23 @@ mod tests {
         assert_eq!(series, MAX_DENIAL_REASONS + 1, "{text}");
         assert!(text.contains("keyward_policy_denials_total{route=\"r\",reason=\"other\"} 10"));
         assert!(text.contains("keyward_policy_denials_total{route=\"r\",reason=\"reason 0\"} 2"));
+    }
+
+    #[test]
+    fn a_code_labels_the_denial_and_long_reasons_are_cut() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.policy_denial(
+                Some("r"),
+                Some("tool_not_allowed"),
+                &format!("tool {} {i}", "x".repeat(60_000)),
+            );
+        }
+        m.policy_denial(Some("r"), None, &"y".repeat(60_000));
+        let text = m.render();
+        assert!(text.contains("reason=\"tool_not_allowed\"} 100"), "{text}");
+        assert!(text.contains(&format!("reason=\"{}\"}} 1", "y".repeat(64))));
+        assert!(text.len() < 20_000, "{} bytes", text.len());
     }
 
     /// Every family with at least one series, so that the exposition names them all.
@@ -492,7 +514,7 @@ mod tests {
             duration: Duration::from_millis(1),
         });
         m.upstream_duration(Some("r"), Duration::from_millis(1));
-        m.policy_denial(Some("r"), "no");
+        m.policy_denial(Some("r"), None, "no");
         m.rate_limited(Some("r"), "route");
         m.retried(Some("r"));
         drop(m.connection_opened());

@@ -223,8 +223,19 @@ pub fn strings(key: &'static str, values: &[String]) -> KeyValue {
 }
 
 pub fn text(key: &'static str, value: impl Into<Cow<'static, str>>) -> KeyValue {
-    KeyValue::new(key, Value::String(StringValue::from(value.into())))
+    let mut value = value.into();
+    if value.len() > MAX_ATTRIBUTE {
+        let mut end = MAX_ATTRIBUTE;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value = Cow::Owned(value[..end].to_string());
+    }
+    KeyValue::new(key, Value::String(StringValue::from(value)))
 }
+
+/// Longest text attribute kept on a span (paths and user ids come from the agent).
+const MAX_ATTRIBUTE: usize = 1024;
 
 struct HeaderRead<'a>(&'a HeaderMap);
 

@@ -20,6 +20,12 @@ use super::TlsError;
 
 /// Hosts kept; past it the least recently used leaf is dropped and re-minted on demand.
 const CAPACITY: usize = 4096;
+/// Memory the cached leaves may take, estimated per leaf from its certificate and host name; a count alone
+/// let 63 KB host names take 714 MB. (Hosts are also checked to be DNS names or IP literals before minting.)
+/// Every leaf weighs at least [`LEAF_OVERHEAD`], so this also keeps the count within [`CAPACITY`].
+const BYTES: u64 = CAPACITY as u64 * LEAF_OVERHEAD;
+/// Estimated memory of one cached leaf beyond its certificate: the `ServerConfig` and its allocations.
+const LEAF_OVERHEAD: u64 = 2048;
 /// Validity of a leaf; clients see a short-lived certificate.
 const LEAF_VALIDITY: time::Duration = time::Duration::days(7);
 /// A cached leaf older than this is re-minted, well before it expires.
@@ -28,13 +34,24 @@ const REMINT_AFTER: Duration = Duration::from_secs(24 * 3600);
 struct Leaf {
     config: Arc<ServerConfig>,
     minted: Instant,
+    /// Estimated bytes held, for the cache's weight.
+    size: u64,
+}
+
+#[derive(Clone)]
+struct LeafWeight;
+
+impl quick_cache::Weighter<String, Arc<Leaf>> for LeafWeight {
+    fn weight(&self, host: &String, leaf: &Arc<Leaf>) -> u64 {
+        host.len() as u64 + leaf.size
+    }
 }
 
 pub struct LeafCache {
     ca: Ca,
     key: KeyPair,
     signing_key: Arc<dyn SigningKey>,
-    cache: Cache<String, Arc<Leaf>>,
+    cache: Cache<String, Arc<Leaf>, LeafWeight>,
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Arc<dyn ProducesTickets>,
     minted: Counter,
@@ -54,7 +71,7 @@ impl LeafCache {
             ca,
             key,
             signing_key,
-            cache: Cache::new(CAPACITY),
+            cache: Cache::with_weighter(CAPACITY, BYTES, LeafWeight),
             sessions: ServerSessionMemoryCache::new(CAPACITY),
             ticketer: rustls::crypto::ring::Ticketer::new().map_err(|e| mint_err(&e))?,
             minted,
@@ -90,6 +107,7 @@ impl LeafCache {
         params.not_after = now + LEAF_VALIDITY;
         params.serial_number = Some(serial());
         let cert = params.signed_by(&self.key, &self.ca.issuer).map_err(err)?;
+        let size = LEAF_OVERHEAD + cert.der().len() as u64;
         let certified = CertifiedKey::new(vec![cert.der().clone()], self.signing_key.clone());
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()
@@ -104,6 +122,7 @@ impl LeafCache {
         Ok(Leaf {
             config: Arc::new(config),
             minted: Instant::now(),
+            size,
         })
     }
 }
@@ -163,5 +182,16 @@ mod tests {
         }
         assert!(leaves.cache.len() <= CAPACITY, "{} entries", leaves.cache.len());
         assert_eq!(minted.get(), (CAPACITY + 100) as u64);
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_by_bytes() {
+        let (leaves, _, _dir) = cache();
+        let label = "a".repeat(63);
+        for i in 0..2000 {
+            let host = format!("{i}.{label}.{label}.{label}.example");
+            leaves.server_config(&host).await.unwrap();
+        }
+        assert!(leaves.cache.weight() <= BYTES, "{} bytes", leaves.cache.weight());
     }
 }

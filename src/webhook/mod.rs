@@ -77,9 +77,10 @@ pub async fn run(
         .map_err(|source| WebhookError::Bind { addr: listen, source })?;
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "keyward webhook listening");
     let settings = Arc::new(settings);
-    crate::listener::serve(listener, shutdown, 1024, move |stream, peer| {
+    crate::listener::serve(listener, shutdown, 1024, move |stream, peer, slot| {
         let (acceptor, settings) = (acceptor.clone(), settings.clone());
         async move {
+            let _slot = slot;
             let Ok(tls) = acceptor.accept(stream).await else {
                 tracing::debug!(%peer, "webhook TLS handshake failed");
                 return;

@@ -87,7 +87,12 @@ async fn kill_switch_refuses_new_requests_and_cuts_open_connections() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_endpoint_shows_structure_and_no_secret() {
     let proxy = Proxy::spawn(routes()).await;
-    let (status, body) = admin(&proxy, "GET", "/config", None).await;
+    assert_eq!(
+        admin(&proxy, "GET", "/config", None).await.0,
+        401,
+        "the generated token is required"
+    );
+    let (status, body) = admin(&proxy, "GET", "/config", proxy.admin_token().as_deref()).await;
     assert_eq!(status, 200);
     let config: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(config["agent"]["id"], "test-agent");

@@ -19,7 +19,7 @@ mod security;
 mod streaming;
 mod vault;
 
-/// Routes shared by most tests. Hosts without a port match the echo server's random port.
+/// Routes shared by most tests. `:*` admits the echo server's random port (a bare host is port 443 only).
 pub fn routes() -> &'static str {
     r#"
 resolve:
@@ -27,7 +27,7 @@ resolve:
   other.keyward.test: [127.0.0.1]
 routes:
   - name: echo
-    hosts: ["localhost"]
+    hosts: ["localhost:*"]
     allow_private: true
     credentials:
       - placeholder: kw-placeholder-openai
@@ -43,7 +43,7 @@ routes:
         secret: maps_key
         query: key
   - name: github
-    hosts: ["api.keyward.test"]
+    hosts: ["api.keyward.test:*"]
     paths: ["/repos"]
     methods: [GET]
     allow_private: true

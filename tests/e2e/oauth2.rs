@@ -18,7 +18,7 @@ fn oauth_routes(echo: &Echo, grant: &str) -> String {
         r#"
 routes:
   - name: echo
-    hosts: ["localhost"]
+    hosts: ["localhost:*"]
     allow_private: true
     credentials:
       - name: crm
@@ -170,8 +170,8 @@ async fn rotated_refresh_tokens_are_written_back_to_vault_before_use() {
         "refresh_token=rt-REALSECRET-0",
     ]);
     let echo = Echo::https().await;
-    // Every token is due at once (lifetime = refresh_before), so each request refreshes and rotates.
-    echo.token_lifetime(30);
+    // Tokens live 1 s (the shortest Keyward caches one): a request after that refreshes and rotates.
+    echo.token_lifetime(1);
     let routes = oauth_routes(
         &echo,
         "          grant: refresh_token\n          client_auth: body\n          client_id: { vault: { path: oauth/crm, key: client_id } }\n          client_secret: { vault: { path: oauth/crm, key: client_secret } }\n          refresh_token: { path: oauth/crm, key: refresh_token }\n",
@@ -214,6 +214,8 @@ async fn rotated_refresh_tokens_are_written_back_to_vault_before_use() {
             round + 1,
             "written as a new version"
         );
+        // The token expires after its 1 s life; only then does the next request fetch another.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let kept = bao.cli(&["kv", "get", "-mount=secret", "-field=client_id", "oauth/crm"]);
         assert_eq!(kept, "keyward-agent", "the secret's other keys are kept");
     }

@@ -9,8 +9,8 @@ use crate::support::proxy::Proxy;
 /// The routes of `routes()` with `rate_limit` lines added to the echo route, and `agent_limit` at the top.
 fn limited(route_limit: &str, agent_limit: &str) -> String {
     let routes = crate::routes().replace(
-        "    hosts: [\"localhost\"]\n    allow_private: true\n",
-        &format!("    hosts: [\"localhost\"]\n    allow_private: true\n    rate_limit: {route_limit}\n"),
+        "    hosts: [\"localhost:*\"]\n    allow_private: true\n",
+        &format!("    hosts: [\"localhost:*\"]\n    allow_private: true\n    rate_limit: {route_limit}\n"),
     );
     format!("{routes}{agent_limit}")
 }
@@ -92,8 +92,8 @@ async fn the_agent_wide_limit_spans_routes() {
 /// The echo route of `routes()` with extra route lines (timeouts, concurrency, retry).
 fn echo_route_with(lines: &str) -> String {
     crate::routes().replace(
-        "    hosts: [\"localhost\"]\n    allow_private: true\n",
-        &format!("    hosts: [\"localhost\"]\n    allow_private: true\n{lines}"),
+        "    hosts: [\"localhost:*\"]\n    allow_private: true\n",
+        &format!("    hosts: [\"localhost:*\"]\n    allow_private: true\n{lines}"),
     )
 }
 

@@ -127,9 +127,9 @@ resolve:
   api.keyward.test: [127.0.0.1]
 routes:
   - name: by-name
-    hosts: ["api.keyward.test"]
+    hosts: ["api.keyward.test:*"]
   - name: by-ip
-    hosts: ["127.0.0.1"]
+    hosts: ["127.0.0.1:*"]
 "#;
     let proxy = Proxy::spawn(extra).await;
     for host in ["api.keyward.test", "127.0.0.1"] {
@@ -153,7 +153,7 @@ async fn absolute_form_http_requests_and_plaintext_credentials() {
     let echo = Echo::http().await;
     let extra = |plain: bool| {
         format!(
-            "routes:\n  - name: plain\n    hosts: [localhost]\n    allow_private: true\n    allow_plain_http: {plain}\n    credentials:\n      - placeholder: kw-placeholder-openai\n        secret: openai_key\n        header: Authorization\n        format: \"Bearer {{secret}}\"\n"
+            "routes:\n  - name: plain\n    hosts: [\"localhost:*\"]\n    allow_private: true\n    allow_plain_http: {plain}\n    credentials:\n      - placeholder: kw-placeholder-openai\n        secret: openai_key\n        header: Authorization\n        format: \"Bearer {{secret}}\"\n"
         )
     };
     let url = format!("http://localhost:{}/plain", echo.port());

@@ -27,7 +27,7 @@ fn raw_status(proxy: &Proxy, raw: &[u8]) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_and_malformed_requests_get_4xx_and_reach_nothing() {
     let echo = Echo::http().await;
-    let plain = "routes:\n  - name: plain\n    hosts: [localhost]\n    allow_private: true\n";
+    let plain = "routes:\n  - name: plain\n    hosts: [\"localhost:*\"]\n    allow_private: true\n";
     let proxy = Proxy::spawn(&format!("{LIMITS}{plain}")).await;
     let target = format!("http://localhost:{}/x", echo.port());
     let host = format!("localhost:{}", echo.port());

@@ -19,7 +19,7 @@ const KV1: &str = "kv1-REALSECRET-77e1";
 const ROUTES: &str = r#"
 routes:
   - name: echo
-    hosts: ["localhost"]
+    hosts: ["localhost:*"]
     allow_private: true
     credentials:
       - name: openai

@@ -201,6 +201,10 @@ impl VaultStore {
                     continue;
                 }
             };
+            if let Err(e) = super::check_length(&value) {
+                first_error.get_or_insert(format!("{}/{} key `{}`: {e}", r.mount, r.path, r.key));
+                continue;
+            }
             let changed = cache.get(r).is_none_or(|e| e.value.expose() != value);
             if changed && cache.contains_key(r) {
                 tracing::info!(secret = %SecretRef::Vault(r.clone()), "secret value rotated in Vault");

@@ -112,7 +112,7 @@ impl Proxy {
         let admin = proxy.admin;
         if wait_ready {
             super::eventually("/readyz 200", Duration::from_secs(10), || {
-                admin_request(admin, "GET", "/readyz").is_ok_and(|(status, _)| status == 200)
+                admin_request(admin, "GET", "/readyz", None).is_ok_and(|(status, _)| status == 200)
             })
             .await;
         }
@@ -198,14 +198,19 @@ impl Proxy {
         }
     }
 
-    /// GET on the admin listener; returns status and body.
+    /// GET on the admin listener with the admin token; returns status and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        admin_get(self.admin, path)
+        admin_request(self.admin, "GET", path, self.admin_token().as_deref()).expect("admin endpoint answers")
     }
 
-    /// POST (empty body) on the admin listener; returns status and body.
+    /// POST (empty body) on the admin listener with the admin token; returns status and body.
     pub fn admin_post(&self, path: &str) -> (u16, String) {
-        admin_request(self.admin, "POST", path).expect("admin endpoint answers")
+        admin_request(self.admin, "POST", path, self.admin_token().as_deref()).expect("admin endpoint answers")
+    }
+
+    /// The admin token keyward generated at start (none when the configuration sets one).
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("ca/admin.token")).ok()
     }
 
     /// The sum of the samples of `name` whose labels include every `(label, value)` of `labels`.
@@ -274,22 +279,23 @@ fn log_file() -> PathBuf {
 }
 
 pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    admin_request(addr, "GET", path).expect("admin endpoint answers")
+    admin_request(addr, "GET", path, None).expect("admin endpoint answers")
 }
 
 /// GET that tolerates a server that is not (yet) listening.
 pub fn admin_get_opt(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    admin_request(addr, "GET", path).ok()
+    admin_request(addr, "GET", path, None).ok()
 }
 
 /// A minimal blocking HTTP/1.1 request without a body, enough for the admin endpoints.
-fn admin_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+fn admin_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
