@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// One admin call: `(method, path)` against the proxy configured at `config`. Returns the status and body.
-pub fn call(config: &Path, method: &str, path: &str) -> Result<(u16, String), String> {
+/// One admin call: `(method, path)` against the proxy configured at `config`, with the token it expects
+/// (`token_file`: where a generated one was written, as given to `keyward run`). Returns the status and body.
+pub fn call(config: &Path, token_file: Option<&Path>, method: &str, path: &str) -> Result<(u16, String), String> {
     let config = Config::load(config).map_err(|e| e.to_string())?;
-    let token = crate::admin_token::for_client(&config)?;
+    let token = crate::admin_token::for_client(&config, token_file)?;
     let mut addr = config.admin;
     if addr.ip().is_unspecified() {
         addr = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());

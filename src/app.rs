@@ -108,7 +108,14 @@ pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
     Ok(Some(Arc::new(Policies::load(settings)?)))
 }
 
-pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+/// Files `run` writes besides the CA: the trust bundle for agents, and where a generated admin token goes.
+#[derive(Default, Clone, Copy)]
+pub struct RunFiles<'a> {
+    pub trust_bundle: Option<&'a Path>,
+    pub admin_token: Option<&'a Path>,
+}
+
+pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
     crate::tls::install_default_provider();
     let config = Config::load(path)?;
     let metrics = Arc::new(Metrics::default());
@@ -149,7 +156,7 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
     readiness.watch_secrets(store.clone());
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     if generated {
-        let path = crate::admin_token::publish(&config, &token)
+        let path = crate::admin_token::publish(&config, files.admin_token, &token)
             .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
         tracing::info!(path = %path.display(), "no admin_token configured: generated one for the admin API (`keyward admin` reads it)");
     }
@@ -158,7 +165,7 @@ pub async fn run(path: &Path, trust_bundle: Option<&Path>, shutdown: watch::Rece
         tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
     }
     tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
-    if let Some(bundle) = trust_bundle {
+    if let Some(bundle) = files.trust_bundle {
         let certs = crate::tls::bundle::write(bundle, &config.ca_cert)?;
         tracing::info!(path = %bundle.display(), certificates = certs, "trust bundle written (system roots + Keyward CA)");
     }

@@ -29,6 +29,10 @@ pub enum Command {
         /// Write the system roots plus Keyward's CA to this file at start (for agents' SSL_CERT_FILE etc.).
         #[arg(long, env = "KEYWARD_TRUST_BUNDLE")]
         trust_bundle: Option<PathBuf>,
+        /// Where to write the admin token generated when the configuration sets no `admin_token` (mode 0600);
+        /// default: `admin.token` next to the CA certificate.
+        #[arg(long, env = "KEYWARD_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
     },
     /// Run the Kubernetes mutating admission webhook that injects the sidecar.
     Webhook {
@@ -52,6 +56,9 @@ pub enum Command {
     Admin {
         #[arg(long, short, env = "KEYWARD_CONFIG")]
         config: PathBuf,
+        /// Where `keyward run` wrote its generated token (its own `--admin-token-file`).
+        #[arg(long, env = "KEYWARD_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
     },

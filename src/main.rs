@@ -31,9 +31,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Admin { config, command } => {
+        Command::Admin {
+            config,
+            admin_token_file,
+            command,
+        } => {
             let (method, path) = command.request();
-            match keyward::admin_client::call(&config, method, &path) {
+            match keyward::admin_client::call(&config, admin_token_file.as_deref(), method, &path) {
                 Ok((status, body)) => {
                     println!("{}", body.trim_end());
                     if (200..300).contains(&status) {
@@ -125,12 +129,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, trust_bundle } => {
+        Command::Run {
+            config,
+            trust_bundle,
+            admin_token_file,
+        } => {
             telemetry::logging::init(cli.log_format);
             serve(|stopped| async move {
-                app::run(&config, trust_bundle.as_deref(), stopped)
-                    .await
-                    .map_err(|e| e.to_string())
+                let files = app::RunFiles {
+                    trust_bundle: trust_bundle.as_deref(),
+                    admin_token: admin_token_file.as_deref(),
+                };
+                app::run(&config, files, stopped).await.map_err(|e| e.to_string())
             })
         }
         Command::Webhook {

@@ -178,6 +178,9 @@ impl SecretStore for Secrets {
             let mut base: Option<Arc<dyn SecretStore>> = None;
             for secret in secrets {
                 if let SecretRef::OAuth2(name) = secret {
+                    if oauth2.is_fresh(name) {
+                        continue;
+                    }
                     let base = base.get_or_insert_with(|| Arc::new(self.clone()));
                     oauth2.ensure_fresh(name, base).await;
                 }

@@ -125,6 +125,11 @@ impl OAuth2Store {
         }
     }
 
+    /// Whether the named credential's token is cached and not yet due: the common case, with nothing to do.
+    pub fn is_fresh(&self, name: &str) -> bool {
+        self.credentials.get(name).is_some_and(Credential::fresh)
+    }
+
     /// Makes the named credential's access token fresh. A token that is due but still valid keeps serving while
     /// it is refreshed in the background; only a request without a usable token waits (bounded by
     /// [`EXCHANGE_TIMEOUT`]). `base` resolves the client id, secret and refresh token.

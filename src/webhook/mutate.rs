@@ -22,6 +22,10 @@ pub const CPU: &str = "keyward.dev/cpu";
 pub const MEMORY: &str = "keyward.dev/memory";
 
 const SIDECAR: &str = "keyward";
+/// Where the sidecar writes the admin token it generates when no token Secret is configured: an in-memory
+/// volume only the sidecar mounts, so the agent container cannot read it.
+const GENERATED_TOKEN_DIR: &str = "/var/run/keyward/admin";
+const GENERATED_TOKEN: &str = "/var/run/keyward/admin/token";
 const TRUST_DIR: &str = "/var/run/keyward/trust";
 const BUNDLE: &str = "/var/run/keyward/trust/ca-bundle.pem";
 
@@ -108,8 +112,14 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
         json!({ "name": "keyward-ca", "secret": { "secretName": settings.ca_secret, "defaultMode": 0o400 } }),
         json!({ "name": "keyward-trust", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }),
     ];
-    if let Some(secret) = &settings.admin_token_secret {
-        volumes.push(json!({ "name": "keyward-admin", "secret": { "secretName": secret, "defaultMode": 0o400 } }));
+    match &settings.admin_token_secret {
+        Some(secret) => {
+            volumes.push(json!({ "name": "keyward-admin", "secret": { "secretName": secret, "defaultMode": 0o400 } }))
+        }
+        // The sidecar generates a token; it goes to a volume only the sidecar mounts (the CA mount is read-only).
+        None => {
+            volumes.push(json!({ "name": "keyward-admin", "emptyDir": { "medium": "Memory", "sizeLimit": "1Ki" } }))
+        }
     }
     append(&mut ops, pod.pointer("/spec/volumes"), "/spec/volumes", &volumes);
 
@@ -257,13 +267,20 @@ fn sidecar(settings: &Settings, agent_id: &str, native: bool, cpu: Option<&str>,
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
-    if settings.admin_token_secret.is_some() {
-        let mount = json!({ "name": "keyward-admin", "mountPath": "/etc/keyward/admin", "readOnly": true });
-        container["volumeMounts"]
-            .as_array_mut()
-            .expect("built above")
-            .push(mount);
-    }
+    let mount = match settings.admin_token_secret {
+        Some(_) => json!({ "name": "keyward-admin", "mountPath": "/etc/keyward/admin", "readOnly": true }),
+        None => {
+            container["env"]
+                .as_array_mut()
+                .expect("built above")
+                .push(json!({ "name": "KEYWARD_ADMIN_TOKEN_FILE", "value": GENERATED_TOKEN }));
+            json!({ "name": "keyward-admin", "mountPath": GENERATED_TOKEN_DIR })
+        }
+    };
+    container["volumeMounts"]
+        .as_array_mut()
+        .expect("built above")
+        .push(mount);
     if native {
         container["restartPolicy"] = json!("Always");
     }
@@ -362,7 +379,19 @@ mod tests {
         }
         assert_eq!(env(app, "OPENAI_API_KEY"), Some("kw-placeholder-openai"));
         assert_eq!(app["volumeMounts"][0]["mountPath"], TRUST_DIR);
-        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            app["volumeMounts"].as_array().unwrap().len(),
+            1,
+            "the agent never mounts the admin token"
+        );
+        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 4);
+        let sidecar = &out["spec"]["initContainers"][0];
+        assert_eq!(env(sidecar, "KEYWARD_ADMIN_TOKEN_FILE"), Some(GENERATED_TOKEN));
+        assert!(sidecar["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == GENERATED_TOKEN_DIR));
         assert_eq!(out["metadata"]["annotations"][STATUS], "injected");
         assert_eq!(
             out["spec"]["containers"][0]["image"], "agent:1",
@@ -400,7 +429,7 @@ mod tests {
         assert_eq!(env(app, "KEEP"), Some("1"));
         assert_eq!(env(app, "SSL_CERT_FILE"), Some(BUNDLE));
         assert_eq!(app["volumeMounts"].as_array().unwrap().len(), 2);
-        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 4);
+        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 5);
     }
 
     #[test]

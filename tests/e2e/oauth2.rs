@@ -9,7 +9,7 @@ use crate::support::clients::curl;
 use crate::support::echo::Echo;
 use crate::support::openbao::{OpenBao, ROOT_TOKEN};
 use crate::support::proxy::{config_with_secrets, workdir, Proxy};
-use crate::support::secret;
+use crate::support::{secret, MARKER};
 
 /// One route on the echo upstream with an OAuth2 credential `crm` against the echo's token endpoint;
 /// `grant` holds the grant-specific `oauth2:` lines (indented ten spaces).
@@ -72,6 +72,39 @@ async fn client_credentials_token_is_fetched_once_and_cached() {
         proxy.metric("keyward_oauth2_refreshes_total{credential=\"crm\",result=\"ok\"}"),
         1.0
     );
+}
+
+/// The first requests wait for the token the proxy fetches for them: their responses must be scrubbed of that
+/// token too (the scrubber is built from the values written into each request), and ask for identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_requests_get_the_fetched_token_scrubbed_from_an_echo() {
+    let echo = Echo::https().await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
+    let url = format!("https://localhost:{}/reflect", echo.port());
+    let proxy = std::sync::Arc::new(proxy);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..7 {
+        let (proxy, url) = (proxy.clone(), url.clone());
+        set.spawn(async move {
+            let auth = "Authorization: Bearer kw-placeholder-crm";
+            curl(&proxy, &["-D", "/dev/stderr", "-H", auth, &url]).await
+        });
+    }
+    let replies = set.join_all().await;
+    for reply in replies {
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(
+            !reply.body.contains(MARKER) && !reply.stderr.contains(MARKER),
+            "the fetched token leaked"
+        );
+        assert_eq!(reply.json()["you_sent"], "Bearer kw-placeholder-crm");
+    }
+    assert_eq!(echo.token_requests().len(), 1);
+    let reflected: Vec<_> = echo.requests().into_iter().filter(|r| r.path == "/reflect").collect();
+    assert_eq!(reflected.len(), 7);
+    assert!(reflected
+        .iter()
+        .all(|r| r.header("accept-encoding") == Some("identity")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@ use crate::support::clients::curl;
 use crate::support::echo::Echo;
 use crate::support::openbao::{OpenBao, ROOT_TOKEN};
 use crate::support::proxy::{config_with_secrets, workdir, Proxy};
+use crate::support::MARKER;
 
 const V1: &str = "sk-REALSECRET-vault-v1-0a1b";
 const V2: &str = "sk-REALSECRET-vault-v2-2c3d";
@@ -328,8 +329,11 @@ async fn an_upstream_401_after_rotation_rereads_vault_and_retries_once() {
     bao.cli(&["kv", "put", "-mount=secret", "agents/bot", &format!("openai={V2}")]);
     echo.accept_only(&format!("Bearer {V2}"));
     let reads = proxy.metric("keyward_vault_requests_total{op=\"read\",result=\"ok\"}");
-    let reply = curl(&proxy, &["-H", auth, &url]).await;
+    let reply = curl(&proxy, &["-D", "/dev/stderr", "-H", auth, &url]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
+    // The upstream echoes the value it accepted, read from Vault mid-request: scrubbed all the same.
+    assert!(!reply.body.contains(MARKER) && !reply.stderr.contains(MARKER));
+    assert_eq!(reply.json()["you_sent"], "Bearer kw-vault-kv2");
     let seen: Vec<String> = echo
         .requests()
         .iter()

@@ -8,10 +8,10 @@
 //! valid service-account token; `/oauth/token` is a fake OAuth2 token
 //! endpoint; `/reflect` echoes the credential back
 //! (see [`reflect`]); `/guarded` answers 401 unless the
-//! credential is the one set with `accept_only`; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest (with `&every_ms=M`, one
+//! credential is the one set with `accept_only`, and otherwise reflects it as `/reflect` does; `/sse?events=N` sends one event, waits for `release_gate`, then sends the rest (with `&every_ms=M`, one
 //! event every M ms); `/stall` answers only after `release_gate`; `/slow?ms=M` after M ms; `/truncate` breaks off mid-body;
 //! `/flaky?key=K&fail=N[&status=S][&retry_after=R]` fails the first N requests of key K with S (503); `/bytes?n=N` streams
-//! N bytes; anything else counts the request body as it streams (uploads of any size) and gets a JSON
+//! N bytes; `/gzip-bomb` streams a 2 MB gzip of 2 GiB of zeros (see [`gzip_bomb`]); anything else counts the request body as it streams (uploads of any size) and gets a JSON
 //! summary.
 
 use std::convert::Infallible;
@@ -82,8 +82,13 @@ struct State {
 /// The fake OAuth2 token endpoint's behaviour and the tokens it issued.
 struct OAuth {
     issued: u64,
-    expires_in: u64,
+    /// `expires_in` as sent: any JSON value (`1e19`, `-5`...).
+    expires_in: serde_json::Value,
     failing: bool,
+    /// A fixed answer (status, JSON body) instead of numbered tokens.
+    answer: Option<(u16, serde_json::Value)>,
+    /// Accept token requests and never answer them.
+    stall: bool,
 }
 
 pub struct Echo {
@@ -116,8 +121,10 @@ impl Echo {
             accepted: Mutex::new(None),
             oauth: Mutex::new(OAuth {
                 issued: 0,
-                expires_in: 3600,
+                expires_in: 3600.into(),
                 failing: false,
+                answer: None,
+                stall: false,
             }),
             flaky: Mutex::new(std::collections::HashMap::new()),
         });
@@ -163,7 +170,22 @@ impl Echo {
 
     /// Lifetime (`expires_in`) of the access tokens `/oauth/token` issues from now on.
     pub fn token_lifetime(&self, seconds: u64) {
-        self.state.oauth.lock().unwrap().expires_in = seconds;
+        self.state.oauth.lock().unwrap().expires_in = seconds.into();
+    }
+
+    /// `expires_in` of the tokens issued from now on, as any JSON value (`1e19`, `0`, `-5`, `"120"`...).
+    pub fn token_expires_in(&self, value: serde_json::Value) {
+        self.state.oauth.lock().unwrap().expires_in = value;
+    }
+
+    /// From now on `/oauth/token` answers `status` with `body` (`None`: numbered tokens again).
+    pub fn token_endpoint_answers(&self, answer: Option<(u16, serde_json::Value)>) {
+        self.state.oauth.lock().unwrap().answer = answer;
+    }
+
+    /// While true, `/oauth/token` reads the request, records it, and never answers.
+    pub fn token_endpoint_stalls(&self, stall: bool) {
+        self.state.oauth.lock().unwrap().stall = stall;
     }
 
     /// While true, `/oauth/token` answers 503.
@@ -242,15 +264,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match parts.uri.path() {
         "/apis/authentication.k8s.io/v1/tokenreviews" => token_review(),
         "/oauth/token" => {
+            if state.oauth.lock().unwrap().stall {
+                std::future::pending::<()>().await;
+            }
             let form = state.received.lock().unwrap().last().unwrap().body.clone();
             oauth_token(&state, &form)
         }
+        "/gzip-bomb" => gzip_bomb(),
         "/guarded" if !authorized => Response::builder()
             .status(401)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(br#"{"error":"invalid credential"}"#)).boxed_unsync())
             .unwrap(),
-        "/reflect" => reflect(
+        "/reflect" | "/guarded" => reflect(
             parts.uri.query().unwrap_or(""),
             header_value(&parts.headers, "authorization"),
         ),
@@ -382,12 +408,15 @@ fn oauth_token(state: &State, form: &str) -> Response<Body> {
     if oauth.failing {
         return json(503, serde_json::json!({"error": "temporarily_unavailable"}));
     }
+    if let Some((status, body)) = &oauth.answer {
+        return json(*status, body.clone());
+    }
     oauth.issued += 1;
     let n = oauth.issued;
     let mut answer = serde_json::json!({
         "access_token": format!("at-REALSECRET-{n}"),
         "token_type": "Bearer",
-        "expires_in": oauth.expires_in,
+        "expires_in": oauth.expires_in.clone(),
     });
     if form.contains("grant_type=refresh_token") {
         answer["refresh_token"] = format!("rt-REALSECRET-{n}").into();
@@ -460,4 +489,97 @@ fn bytes(n: u64) -> Response<Body> {
         .header("content-length", n)
         .body(body.boxed_unsync())
         .unwrap()
+}
+
+/// Decompressed size of [`gzip_bomb`]: 2 GiB of zeros.
+pub const BOMB_SIZE: u64 = 2 << 30;
+
+/// A hostile upstream's decompression bomb, sent as `Content-Encoding: gzip` whatever the client asked for,
+/// in 64 KiB chunks with backpressure.
+fn gzip_bomb() -> Response<Body> {
+    let bomb = bomb_bytes();
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        for at in (0..bomb.len()).step_by(64 * 1024) {
+            let chunk = bomb.slice(at..(at + 64 * 1024).min(bomb.len()));
+            if tx.send_data(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "gzip")
+        .header("content-length", bomb.len())
+        .body(body.boxed_unsync())
+        .unwrap()
+}
+
+/// One valid gzip member holding [`BOMB_SIZE`] zeros, about 2 MB, made once per test process. Compressing
+/// 2 GiB would take minutes in a debug build; instead each 1 MiB of zeros is deflated after a full flush,
+/// which resets the compressor, so every block after the first is the same bytes and is repeated.
+pub fn bomb_bytes() -> Bytes {
+    static BOMB: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        use flate2::{Compress, Compression, Crc, FlushCompress};
+        const MIB: usize = 1 << 20;
+        let zeros = vec![0u8; MIB];
+        let mut deflate = Compress::new(Compression::best(), false);
+        let mut block = |input: &[u8], flush: FlushCompress| {
+            let mut out = Vec::with_capacity(64 * 1024);
+            let before = deflate.total_in();
+            deflate.compress_vec(input, &mut out, flush).unwrap();
+            assert_eq!(deflate.total_in() - before, input.len() as u64, "all input taken");
+            assert!(out.len() < out.capacity(), "block fits its buffer");
+            out
+        };
+        let first = block(&zeros, FlushCompress::Full);
+        let second = block(&zeros, FlushCompress::Full);
+        assert_eq!(
+            second,
+            block(&zeros, FlushCompress::Full),
+            "a full flush makes blocks repeat"
+        );
+        let end = block(&[], FlushCompress::Finish);
+        let blocks = (BOMB_SIZE as usize) / MIB;
+        let mut check = Crc::new();
+        check.update(&zeros);
+        assert_eq!(crc32_of_zeros(MIB as u64), check.sum());
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        out.extend_from_slice(&first);
+        for _ in 1..blocks {
+            out.extend_from_slice(&second);
+        }
+        out.extend_from_slice(&end);
+        out.extend_from_slice(&crc32_of_zeros(BOMB_SIZE).to_le_bytes());
+        out.extend_from_slice(&(BOMB_SIZE as u32).to_le_bytes());
+        Bytes::from(out)
+    })
+    .clone()
+}
+
+/// CRC-32 (the gzip one) of `n` zero bytes, in O(log n): appending a zero byte is a linear map of the CRC
+/// register, raised to the power `n` by squaring.
+fn crc32_of_zeros(n: u64) -> u32 {
+    type Matrix = [u32; 32];
+    let apply = |m: &Matrix, v: u32| (0..32).filter(|i| v >> i & 1 == 1).fold(0, |acc, i| acc ^ m[i]);
+    let mut byte: Matrix = [0; 32];
+    for (i, column) in byte.iter_mut().enumerate() {
+        let mut s = 1u32 << i;
+        for _ in 0..8 {
+            s = if s & 1 == 1 { (s >> 1) ^ 0xEDB8_8320 } else { s >> 1 };
+        }
+        *column = s;
+    }
+    let mut state = !0u32;
+    let mut n = n;
+    while n > 0 {
+        if n & 1 == 1 {
+            state = apply(&byte, state);
+        }
+        let square: Matrix = std::array::from_fn(|i| apply(&byte, byte[i]));
+        byte = square;
+        n >>= 1;
+    }
+    !state
 }

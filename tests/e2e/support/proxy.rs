@@ -65,7 +65,8 @@ impl Proxy {
         Self::start(workdir(&config_yaml(extra)), true, args, &[]).await
     }
 
-    /// As [`Proxy::spawn`], with extra environment variables.
+    /// As [`Proxy::spawn`], with extra environment variables. `KEYWARD_LOG_FORMAT=human` among them selects the
+    /// human log format (JSON otherwise).
     pub async fn spawn_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
         Self::start(workdir(&config_yaml(extra)), true, &[], env).await
     }
@@ -76,8 +77,11 @@ impl Proxy {
     }
 
     async fn start(dir: tempfile::TempDir, wait_ready: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let human = env.contains(&("KEYWARD_LOG_FORMAT", "human"));
+        let format: &[&str] = if human { &[] } else { &["--log-format", "json"] };
         let mut child = Command::new(binary())
-            .args(["--log-format", "json", "run", "--config"])
+            .args(format)
+            .args(["run", "--config"])
             .arg(dir.path().join("keyward.yaml"))
             .args(args)
             .env("KEYWARD_LOG", "info,keyward=debug")
@@ -106,9 +110,20 @@ impl Proxy {
             readers,
         };
         let listening = proxy.wait_for_log("keyward listening", Duration::from_secs(20)).await;
-        let fields: serde_json::Value = serde_json::from_str(&listening).unwrap();
-        proxy.addr = fields["proxy_addr"].as_str().unwrap().parse().unwrap();
-        proxy.admin = fields["admin_addr"].as_str().unwrap().parse().unwrap();
+        let field = |name: &str| -> SocketAddr {
+            let value = match serde_json::from_str::<serde_json::Value>(&listening) {
+                Ok(fields) => fields[name].as_str().unwrap().to_string(),
+                // Human format: `... keyward listening proxy_addr=127.0.0.1:41234 admin_addr=...`.
+                Err(_) => listening
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_else(|| panic!("no {name} in {listening}"))
+                    .to_string(),
+            };
+            value.parse().unwrap()
+        };
+        proxy.addr = field("proxy_addr");
+        proxy.admin = field("admin_addr");
         let admin = proxy.admin;
         if wait_ready {
             super::eventually("/readyz 200", Duration::from_secs(10), || {
