@@ -40,6 +40,25 @@ pub struct ConnectOptions {
     pub tls: Option<Duration>,
 }
 
+/// The part of an upstream exchange that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Tls,
+    ResponseHeaders,
+}
+
+impl Phase {
+    /// The name in the refusal body's `phase` and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::ResponseHeaders => "response_headers",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{host} resolves only to loopback, private or link-local addresses; the route does not allow_private")]
@@ -50,8 +69,8 @@ pub enum UpstreamError {
     Connect { host: String, reason: String },
     #[error("upstream request to {host} failed: {reason}")]
     Request { host: String, reason: String },
-    #[error("upstream {host}: {phase} timed out")]
-    Timeout { host: String, phase: &'static str },
+    #[error("upstream {host}: {} timed out", phase.as_str())]
+    Timeout { host: String, phase: Phase },
     #[error("{path}: {message}")]
     Roots { path: String, message: String },
     #[error("{host}:{port} is one of Keyward's own listeners, which are never an upstream")]
@@ -420,7 +439,7 @@ fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamEr
         if e.is::<TlsTimeout>() {
             return UpstreamError::Timeout {
                 host: host.to_string(),
-                phase: "tls",
+                phase: Phase::Tls,
             };
         }
         if e.downcast_ref::<std::io::Error>()
@@ -428,7 +447,7 @@ fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamEr
         {
             return UpstreamError::Timeout {
                 host: host.to_string(),
-                phase: "connect",
+                phase: Phase::Connect,
             };
         }
         reasons.push(e.to_string());

@@ -90,7 +90,7 @@ impl ProxyError {
                 body["reason"] = reason.as_str().into();
                 body["decision_id"] = request_id.into();
             }
-            Self::Upstream(UpstreamError::Timeout { phase, .. }) => body["phase"] = (*phase).into(),
+            Self::Upstream(UpstreamError::Timeout { phase, .. }) => body["phase"] = phase.as_str().into(),
             _ => {}
         }
         let mut builder = Response::builder().status(status);

@@ -23,7 +23,7 @@ use crate::retry::{RetryPolicy, Transient};
 use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
 use crate::scrub::Scrubber;
 use crate::upstream::Body;
-use crate::upstream::{ConnectOptions, UpstreamError};
+use crate::upstream::{ConnectOptions, Phase, UpstreamError};
 use bytes::Bytes;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
@@ -290,7 +290,7 @@ impl Exchange<'_> {
                 .await
                 .map_err(|_| UpstreamError::Timeout {
                     host,
-                    phase: "response_headers",
+                    phase: Phase::ResponseHeaders,
                 })?,
             None => sending.await,
         }
@@ -320,7 +320,7 @@ impl Exchange<'_> {
                     UpstreamError::Connect { .. }
                     | UpstreamError::Request { .. }
                     | UpstreamError::Timeout {
-                        phase: "connect" | "tls",
+                        phase: Phase::Connect | Phase::Tls,
                         ..
                     },
                 )) => Some(Transient::Connection),

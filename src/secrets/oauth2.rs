@@ -65,6 +65,44 @@ const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Why a token refresh failed. The message names the endpoint's status and error code at most, never a
+/// value; [`RefreshError::reason`] is the metric label.
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error("{0}")]
+    SecretUnavailable(String),
+    #[error("client credentials do not form a header")]
+    InvalidSecret,
+    #[error("cannot build the token request")]
+    InvalidRequest,
+    #[error("{0}")]
+    Connect(String),
+    #[error("HTTP {status} (error: {code})")]
+    Http { status: u16, code: String },
+    #[error("{0}")]
+    InvalidResponse(String),
+    #[error("writing the rotated refresh token back: {0}")]
+    WriteBack(String),
+    #[error("no complete answer within {} s", EXCHANGE_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl RefreshError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretUnavailable(_) => "secret_unavailable",
+            Self::InvalidSecret => "invalid_secret",
+            Self::InvalidRequest => "invalid_request",
+            Self::Connect(_) => "connect",
+            Self::Http { status, .. } if *status >= 500 => "http_5xx",
+            Self::Http { .. } => "http_4xx",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::WriteBack(_) => "write_back",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
 struct Token {
     value: Secret,
     refresh_at: Instant,
@@ -166,12 +204,7 @@ impl OAuth2Store {
         }
         let fetched = tokio::time::timeout(EXCHANGE_TIMEOUT, self.fetch(c, &mut refresher, base))
             .await
-            .unwrap_or_else(|_| {
-                Err((
-                    "timeout",
-                    format!("no complete answer within {} s", EXCHANGE_TIMEOUT.as_secs()),
-                ))
-            });
+            .unwrap_or(Err(RefreshError::Timeout));
         match fetched {
             Ok(()) => {
                 refresher.failures = 0;
@@ -179,7 +212,9 @@ impl OAuth2Store {
                 *c.last_error.write().unwrap_or_else(|e| e.into_inner()) = None;
                 self.metrics.oauth2_refresh(name, "ok");
             }
-            Err((reason, message)) => {
+            Err(error) => {
+                let reason = error.reason();
+                let message = error.to_string();
                 refresher.failures += 1;
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << refresher.failures.min(7))
@@ -201,9 +236,9 @@ impl OAuth2Store {
         c: &Credential,
         refresher: &mut Refresher,
         base: &dyn SecretStore,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<(), RefreshError> {
         let spec = &c.spec;
-        let need = |r: &SecretRef| base.get(r).map_err(|e| ("secret_unavailable", e.to_string()));
+        let need = |r: &SecretRef| base.get(r).map_err(|e| RefreshError::SecretUnavailable(e.to_string()));
         let client_id = need(&spec.client_id)?;
         let client_secret = spec.client_secret.as_ref().map(need).transpose()?;
         let mut form = vec![(
@@ -248,7 +283,7 @@ impl OAuth2Store {
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(pair)
                 ))
-                .map_err(|_| ("invalid_secret", "client credentials do not form a header".to_string()))?;
+                .map_err(|_| RefreshError::InvalidSecret)?;
                 value.set_sensitive(true);
                 sent.extend(
                     value
@@ -277,40 +312,32 @@ impl OAuth2Store {
                     .map_err(|never| match never {})
                     .boxed_unsync(),
             )
-            .map_err(|_| ("invalid_request", "cannot build the token request".to_string()))?;
+            .map_err(|_| RefreshError::InvalidRequest)?;
         let response = self
             .upstream
             .send(request, self.upstream.defaults(spec.allow_private))
             .await
-            .map_err(|e| ("connect", e.to_string()))?;
+            .map_err(|e| RefreshError::Connect(e.to_string()))?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()
             .await
-            .map_err(|_| {
-                (
-                    "invalid_response",
-                    "token response unreadable or over 64 KiB".to_string(),
-                )
-            })?
+            .map_err(|_| RefreshError::InvalidResponse("token response unreadable or over 64 KiB".into()))?
             .to_bytes();
         // The body holds tokens: only the fields named here ever leave this function.
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let code = error_code(&json, &sent);
-            let reason = if status.is_server_error() {
-                "http_5xx"
-            } else {
-                "http_4xx"
-            };
-            return Err((reason, format!("HTTP {} (error: {code})", status.as_u16())));
+            return Err(RefreshError::Http {
+                status: status.as_u16(),
+                code: error_code(&json, &sent),
+            });
         }
         let access = json
             .get("access_token")
             .and_then(|t| t.as_str())
-            .ok_or(("invalid_response", "no access_token in the token response".to_string()))?;
-        super::check_length(access).map_err(|e| ("invalid_response", format!("access_token: {e}")))?;
-        let lifetime = lifetime(json.get("expires_in")).map_err(|e| ("invalid_response", e))?;
+            .ok_or_else(|| RefreshError::InvalidResponse("no access_token in the token response".into()))?;
+        super::check_length(access).map_err(|e| RefreshError::InvalidResponse(format!("access_token: {e}")))?;
+        let lifetime = lifetime(json.get("expires_in")).map_err(RefreshError::InvalidResponse)?;
         let now = Instant::now();
         *c.token.write().unwrap_or_else(|e| e.into_inner()) = Some(Token {
             value: Secret::new(access),
@@ -320,7 +347,7 @@ impl OAuth2Store {
         if let (Some(new), Some(target)) = (json.get("refresh_token").and_then(|t| t.as_str()), &spec.refresh_token) {
             if refresh_token.as_ref().is_none_or(|old| old.expose() != new) {
                 refresher.pending_refresh_token = Some(Secret::new(new));
-                self.write_back(target, new).await.map_err(|e| ("write_back", e))?;
+                self.write_back(target, new).await.map_err(RefreshError::WriteBack)?;
                 refresher.pending_refresh_token = None;
                 tracing::info!(credential = %spec.name, "rotated refresh token written back to Vault");
             }

@@ -15,7 +15,6 @@ use opentelemetry_sdk::Resource;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::metrics::Metrics;
-use super::trace::TraceSettings;
 
 /// Estimated bytes of spans waiting in the queue, past which new spans are dropped.
 pub const MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -35,6 +34,14 @@ fn estimate(span: &SpanData) -> usize {
         .sum();
     let events: usize = span.events.iter().map(|e| e.name.len() + 64).sum();
     512 + span.name.len() + attributes + events
+}
+
+/// The queue's bounds and pace (from the trace settings).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub max_queue: usize,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
 }
 
 pub struct QueueProcessor {
@@ -58,7 +65,7 @@ impl QueueProcessor {
     pub fn spawn<E>(
         mut exporter: E,
         resource: &Resource,
-        settings: &TraceSettings,
+        settings: QueueSettings,
         metrics: Arc<Metrics>,
     ) -> (Self, Flusher)
     where

@@ -18,7 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
-use super::export::{Flusher, QueueProcessor};
+use super::export::{Flusher, QueueProcessor, QueueSettings};
 use super::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,12 @@ impl Tracing {
         let resource = Resource::builder()
             .with_service_name(settings.service_name.clone())
             .build();
-        let (processor, flusher) = QueueProcessor::spawn(exporter, &resource, settings, metrics);
+        let queue = QueueSettings {
+            max_queue: settings.max_queue,
+            max_batch: settings.max_batch,
+            flush_interval: settings.flush_interval,
+        };
+        let (processor, flusher) = QueueProcessor::spawn(exporter, &resource, queue, metrics);
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
