@@ -44,9 +44,12 @@ impl Scrubber {
             pairs.into_iter().filter(|(p, _)| p.len() >= MIN_SECRET_LEN).unzip();
         let longest = patterns.iter().map(Vec::len).max()?;
         let boundary = (!patterns.iter().any(|p| p.contains(&b'\n'))).then_some(b'\n');
+        // ASCII case is ignored: header names arrive lower-cased, percent-escapes come in either case, and an
+        // upstream that changes a secret's case has not made it safe.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .ascii_case_insensitive(true)
             .build(&patterns)
             .ok()?;
         Some(Self {
@@ -196,6 +199,12 @@ mod tests {
         let (out, _) = s.push(b"data: sk-REAL-0123456789\n\ndata: sk-REAL-01");
         assert_eq!(out.as_ref(), b"data: kw-ph-openai\n\n");
         assert_eq!(s.push(b"23456789\n").0.as_ref(), b"data: kw-ph-openai\n");
+    }
+
+    #[test]
+    fn case_variants_are_caught() {
+        let (out, n) = scrubber().replace_all(b"SK-real-0123456789 and sk-REAL-0123456789");
+        assert_eq!((out.as_slice(), n), (&b"kw-ph-openai and kw-ph-openai"[..], 2));
     }
 
     #[test]

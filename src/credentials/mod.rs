@@ -75,40 +75,28 @@ pub enum SwapError {
     InvalidValue(String),
 }
 
-/// Every form in which Keyward writes a secret into a request: the raw value (which the formatted value
-/// contains), and the percent-encoding it uses in query values, with upper- and lower-case hex since upstreams
-/// re-encode either way. An echo of any of them is scrubbed. The JSON-escaped form is added because error
-/// bodies quote what they received as JSON strings.
+/// Every form in which a secret Keyward wrote into a request is likely to come back: the raw value (which the
+/// formatted value contains); percent-encoded as Keyward writes query values, and with `+` for space as form
+/// encoders (Go's `url.Values`, Python's `urlencode`) re-encode it; and JSON-escaped as serde does, as Go does
+/// (`&<>` as `\u0026`…) and as PHP does (`/` as `\/`), because error bodies quote what they received. The
+/// scrubber ignores ASCII case, so upper- and lower-case hex escapes are one form.
 pub fn forms(secret: &str) -> Vec<Vec<u8>> {
-    let raw = secret.as_bytes().to_vec();
     let encoded = utf8_percent_encode(secret, QUERY_VALUE).to_string();
-    let lower = lower_hex_escapes(&encoded);
+    let plus = encoded.replace("%20", "+");
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json
         .get(1..json.len().saturating_sub(1))
         .unwrap_or_default()
         .to_string();
-    let mut out = vec![raw];
-    for form in [encoded, lower, json] {
-        if !out.iter().any(|f| f == form.as_bytes()) {
+    let go = json
+        .replace('&', "\\u0026")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e");
+    let php = json.replace('/', "\\/");
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for form in [secret.to_string(), encoded, plus, json, go, php] {
+        if !out.iter().any(|f| f.eq_ignore_ascii_case(form.as_bytes())) {
             out.push(form.into_bytes());
-        }
-    }
-    out
-}
-
-fn lower_hex_escapes(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut after_percent = 0;
-    for c in encoded.chars() {
-        if c == '%' {
-            after_percent = 2;
-            out.push(c);
-        } else if after_percent > 0 {
-            after_percent -= 1;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
         }
     }
     out
@@ -649,7 +637,15 @@ mod tests {
             .collect();
         assert_eq!(
             all,
-            ["a/b+c=d\"e", "a%2Fb%2Bc%3Dd%22e", "a%2fb%2bc%3dd%22e", "a/b+c=d\\\"e"]
+            ["a/b+c=d\"e", "a%2Fb%2Bc%3Dd%22e", "a/b+c=d\\\"e", "a\\/b+c=d\\\"e"]
+        );
+        let spaced: Vec<String> = forms("key S&<x")
+            .into_iter()
+            .map(|f| String::from_utf8(f).unwrap())
+            .collect();
+        assert_eq!(
+            spaced,
+            ["key S&<x", "key%20S%26%3Cx", "key+S%26%3Cx", "key S\\u0026\\u003cx"]
         );
         assert_eq!(forms("plain-value_1").len(), 1);
     }

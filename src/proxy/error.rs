@@ -29,10 +29,11 @@ pub enum ProxyError {
     Saturated(#[from] crate::ratelimit::Saturated),
     #[error("the request already carries a real secret value (in {place}); agents must only hold placeholders")]
     SecretInRequest { place: &'static str },
-    #[error("the upstream answered with Content-Encoding `{encoding}`, which cannot be scrubbed for secrets")]
-    Unscrubbable { encoding: String },
-    #[error("the upstream split a secret over several `{header}` header lines, which cannot be scrubbed")]
-    SplitSecret { header: String },
+    /// Never quotes the upstream's values: they are its free text, and may spell a secret.
+    #[error("the upstream answered with a content or transfer coding that cannot be scrubbed for secrets (only identity, gzip or deflate)")]
+    Unscrubbable,
+    #[error("the upstream sent a header that cannot be scrubbed (a secret split over lines of one header, or in a header name)")]
+    SplitSecret,
     #[error("the JSON body repeats a key in one object; the policy and the upstream could read different values")]
     AmbiguousJson,
     #[error("CONNECT inside an intercepted connection is refused")]
@@ -56,8 +57,8 @@ impl ProxyError {
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),
             Self::SecretInRequest { .. } => (S::FORBIDDEN, "secret_in_request"),
-            Self::Unscrubbable { .. } => (S::BAD_GATEWAY, "unscrubbable_encoding"),
-            Self::SplitSecret { .. } => (S::BAD_GATEWAY, "unscrubbable_header"),
+            Self::Unscrubbable => (S::BAD_GATEWAY, "unscrubbable_encoding"),
+            Self::SplitSecret => (S::BAD_GATEWAY, "unscrubbable_header"),
             Self::AmbiguousJson => (S::BAD_REQUEST, "ambiguous_json"),
             Self::NestedConnect => (S::METHOD_NOT_ALLOWED, "nested_connect"),
             Self::Swap(e) => match e {

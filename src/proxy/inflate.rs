@@ -126,10 +126,12 @@ impl Inflate {
         }
     }
 
-    /// At the end of the body: the compressed stream must have ended too.
+    /// At the end of the body: the compressed stream must have ended too, unless the body was empty (a 204,
+    /// a 304 or a HEAD answer labelled gzip).
     pub fn finish(&self) -> io::Result<()> {
         match self.state {
             State::Done => Ok(()),
+            _ if self.total_in == 0 => Ok(()),
             _ => Err(corrupt("truncated")),
         }
     }
@@ -216,6 +218,7 @@ mod tests {
         assert_eq!(decode(Inflate::zlib(), &encoded, 5).unwrap().0, b"some deflated text");
         assert!(decode(Inflate::zlib(), &encoded[..encoded.len() - 3], 5).is_err());
         assert!(decode(Inflate::gzip(), &encoded, 5).is_err(), "mislabelled");
+        assert!(Inflate::gzip().finish().is_ok(), "an empty body is not a truncated one");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame};
 
@@ -139,56 +139,60 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// Only identity, gzip and deflate can be scrubbed; stacked or unknown encodings are refused.
+    /// Only identity, gzip and deflate can be scrubbed; stacked or unknown encodings are refused, and so is a
+    /// transfer coding other than chunked (the client undoes only chunked, and `Transfer-Encoding` is
+    /// stripped as hop-by-hop: a `gzip, chunked` body would pass unlabelled and unscrubbed).
     pub fn of(headers: &HeaderMap) -> Result<Self, ProxyError> {
-        let mut codings = Vec::new();
-        for value in headers.get_all(CONTENT_ENCODING) {
-            let text = value.to_str().map_err(|_| ProxyError::Unscrubbable {
-                encoding: "(not ASCII)".into(),
-            })?;
-            codings.extend(
-                text.split(',')
-                    .map(|c| c.trim().to_ascii_lowercase())
-                    .filter(|c| !c.is_empty() && c != "identity"),
-            );
+        let codings = |name| -> Result<Vec<String>, ProxyError> {
+            let mut out = Vec::new();
+            for value in headers.get_all(name) {
+                let text = value.to_str().map_err(|_| ProxyError::Unscrubbable)?;
+                out.extend(
+                    text.split(',')
+                        .map(|c| c.trim().to_ascii_lowercase())
+                        .filter(|c| !c.is_empty() && c != "identity"),
+                );
+            }
+            Ok(out)
+        };
+        if codings(TRANSFER_ENCODING)?.iter().any(|c| c != "chunked") {
+            return Err(ProxyError::Unscrubbable);
         }
-        match codings.as_slice() {
+        match codings(CONTENT_ENCODING)?.as_slice() {
             [] => Ok(Self::Identity),
             [one] if one == "gzip" || one == "x-gzip" => Ok(Self::Gzip),
             [one] if one == "deflate" => Ok(Self::Deflate),
-            _ => Err(ProxyError::Unscrubbable {
-                encoding: codings.join(", ").chars().take(64).collect(),
-            }),
+            _ => Err(ProxyError::Unscrubbable),
         }
     }
 }
 
-/// Rewrites echoed secrets in `headers`. A secret split over two lines of one header (which a client joins)
-/// cannot be rewritten and is refused.
+/// Rewrites echoed secrets in `headers`. A header whose name spells a secret, or a secret split over lines of
+/// one header (which a client joins), cannot be rewritten and is refused.
 pub fn scrub_headers(scrubber: &Scrubber, headers: &mut HeaderMap) -> Result<usize, ProxyError> {
-    let mut found = 0;
-    let names: Vec<_> = headers.keys().cloned().collect();
-    for name in names {
-        let mut values = headers.get_all(&name).iter();
-        if let (Some(_), Some(_)) = (values.next(), values.next()) {
-            let joined: Vec<u8> = headers
-                .get_all(&name)
-                .iter()
-                .flat_map(|v| v.as_bytes().to_vec())
-                .collect();
-            let apart = headers.get_all(&name).iter().any(|v| scrubber.found_in(v.as_bytes()));
-            if !apart && scrubber.found_in(&joined) {
-                return Err(ProxyError::SplitSecret {
-                    header: name.to_string(),
-                });
-            }
-        }
+    if headers.keys().any(|name| scrubber.found_in(name.as_str().as_bytes())) {
+        return Err(ProxyError::SplitSecret);
     }
+    let mut found = 0;
     for value in headers.values_mut() {
         if scrubber.found_in(value.as_bytes()) {
             let (clean, n) = scrubber.replace_all(value.as_bytes());
             found += n;
             *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("<scrubbed>"));
+        }
+    }
+    // Checked after each line is scrubbed: a line holding a whole secret must not hide a split beside it.
+    for name in headers.keys() {
+        let mut values = headers.get_all(name).iter();
+        if let (Some(_), Some(_)) = (values.next(), values.next()) {
+            let joined: Vec<u8> = headers
+                .get_all(name)
+                .iter()
+                .flat_map(|v| v.as_bytes().to_vec())
+                .collect();
+            if scrubber.found_in(&joined) {
+                return Err(ProxyError::SplitSecret);
+            }
         }
     }
     Ok(found)

@@ -7,6 +7,8 @@ mod agents;
 mod cli;
 mod config_errors;
 mod faults;
+mod hardening;
+mod hostile;
 mod kubernetes;
 mod oauth2;
 mod observability;

@@ -498,6 +498,7 @@ pub const BOMB_SIZE: u64 = 2 << 30;
 /// in 64 KiB chunks with backpressure.
 fn gzip_bomb() -> Response<Body> {
     let bomb = bomb_bytes();
+    let length = bomb.len();
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
     tokio::spawn(async move {
         for at in (0..bomb.len()).step_by(64 * 1024) {
@@ -510,7 +511,7 @@ fn gzip_bomb() -> Response<Body> {
     Response::builder()
         .header("content-type", "application/octet-stream")
         .header("content-encoding", "gzip")
-        .header("content-length", bomb.len())
+        .header("content-length", length)
         .body(body.boxed_unsync())
         .unwrap()
 }

@@ -88,6 +88,8 @@ pub struct Reply {
     /// Body pieces: HTTP/1.1 chunks or HTTP/2 data frames, written back to back with no pause.
     pub chunks: Vec<Vec<u8>>,
     pub framing: Framing,
+    /// HTTP/1.1 chunked only: written after every chunk size (`1a;<extension>`).
+    pub chunk_extension: Option<String>,
     pub trailers: Vec<(String, String)>,
 }
 
@@ -104,6 +106,7 @@ impl Reply {
             headers: Vec::new(),
             chunks: Vec::new(),
             framing: Framing::Length,
+            chunk_extension: None,
             trailers: Vec::new(),
         }
     }
@@ -141,6 +144,12 @@ impl Reply {
         self
     }
 
+    pub fn chunk_extension(mut self, extension: impl Into<String>) -> Self {
+        self.chunk_extension = Some(extension.into());
+        self.framing = Framing::Chunked;
+        self
+    }
+
     /// A trailer field (the body is chunked over HTTP/1.1).
     pub fn trailer(mut self, name: &str, value: impl Into<String>) -> Self {
         self.trailers.push((name.to_string(), value.into()));
@@ -160,7 +169,10 @@ impl Reply {
             // One response per connection: nothing is left in keyward's pool to race a close.
             head.push_str("Connection: close\r\n");
         }
+        // No body, so no framing, for 1xx, 204 and 304.
+        let bodiless = self.status < 200 || self.status == 204 || self.status == 304;
         match self.framing {
+            _ if bodiless => {}
             Framing::Length => {
                 let len: usize = self.chunks.iter().map(Vec::len).sum();
                 head.push_str(&format!("Content-Length: {len}\r\n"));
@@ -182,7 +194,8 @@ impl Reply {
             Framing::Length | Framing::Close => pieces.extend(self.chunks.iter().cloned()),
             Framing::Chunked => {
                 for chunk in self.chunks.iter().filter(|c| !c.is_empty()) {
-                    let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    let extension = self.chunk_extension.as_ref().map_or(String::new(), |e| format!(";{e}"));
+                    let mut piece = format!("{:x}{extension}\r\n", chunk.len()).into_bytes();
                     piece.extend_from_slice(chunk);
                     piece.extend_from_slice(b"\r\n");
                     pieces.push(piece);

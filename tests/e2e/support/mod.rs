@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod echo;
+pub mod hostile;
 pub mod openbao;
 pub mod otlp;
 pub mod pki;

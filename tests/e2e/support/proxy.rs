@@ -113,8 +113,9 @@ impl Proxy {
         let field = |name: &str| -> SocketAddr {
             let value = match serde_json::from_str::<serde_json::Value>(&listening) {
                 Ok(fields) => fields[name].as_str().unwrap().to_string(),
-                // Human format: `... keyward listening proxy_addr=127.0.0.1:41234 admin_addr=...`.
-                Err(_) => listening
+                // Human format: `... keyward listening proxy_addr=127.0.0.1:41234 admin_addr=...`, possibly
+                // coloured (ANSI escapes removed first).
+                Err(_) => strip_ansi(&listening)
                     .split_whitespace()
                     .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
                     .unwrap_or_else(|| panic!("no {name} in {listening}"))
@@ -261,12 +262,33 @@ impl Drop for Proxy {
         }
         if !std::thread::panicking() {
             let logs = self.logs() + &self.stdout.lock().unwrap();
-            assert!(!logs.contains(MARKER), "a real secret reached keyward's log output");
+            assert!(
+                !logs.to_ascii_lowercase().contains(&MARKER.to_ascii_lowercase()),
+                "a real secret reached keyward's log output"
+            );
             for (_, value) in SECRETS {
                 assert!(!logs.contains(value), "a real secret reached keyward's log output");
             }
         }
     }
+}
+
+/// `text` without ANSI SGR sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Copies a child's output, line by line, into a buffer the test reads and a file the test command greps.
