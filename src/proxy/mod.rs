@@ -6,7 +6,7 @@ pub mod connect;
 pub mod ctx;
 pub mod error;
 mod headers;
-mod inflate;
+pub mod inflate;
 pub mod pipeline;
 pub(crate) mod scrubbing;
 mod upload;
