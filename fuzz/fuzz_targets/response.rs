@@ -30,7 +30,11 @@ fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let forms = keyward::credentials::forms(SECRET);
-        assert_eq!(forms.len(), 4, "raw, percent-encoded upper and lower, JSON-escaped");
+        assert_eq!(
+            forms.len(),
+            5,
+            "raw, percent-encoded, + for space, JSON-escaped (serde; PHP's `\\/`)"
+        );
         let pairs: Vec<(Vec<u8>, Arc<[u8]>)> = forms
             .iter()
             .map(|f| (f.clone(), Arc::from(vec![b'*'; f.len()])))
