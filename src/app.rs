@@ -13,8 +13,9 @@ use crate::killswitch::KillSwitch;
 use crate::listener::Drain;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
+use crate::proxy::runtime::RouteRuntime;
 use crate::proxy::{PolicyGate, ProxyState};
-use crate::ratelimit::{Concurrency, RateLimits};
+use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
 use crate::secrets::oauth2::OAuth2Store;
@@ -189,6 +190,19 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
         }
         _ => None,
     };
+    let credentials = Credentials::new(config.credentials);
+    let mut route_limits = config.route_limits;
+    let mut route_rates: std::collections::HashMap<String, _> = config.route_rate_limits.into_iter().collect();
+    let routes = config
+        .routes
+        .into_iter()
+        .map(|route| {
+            let limits = route_limits.remove(&route.name).unwrap_or_default();
+            let rate = route_rates.remove(&route.name).map(Limiter::new);
+            let scrubbed = credentials.route_has_any(&route.name);
+            RouteRuntime::new(route, limits, rate, scrubbed)
+        })
+        .collect();
     let state = Arc::new(ProxyState {
         agent: Agent {
             id: config.agent_id.clone(),
@@ -196,39 +210,32 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
         },
         user_header: config.user_header.clone(),
         policy: gate,
-        rate_limits: RateLimits::new(config.agent_rate_limit.clone(), config.route_rate_limits.clone()),
-        concurrency: config
-            .route_limits
-            .iter()
-            .filter_map(|(route, l)| {
-                l.concurrency
-                    .map(|(max, queue)| (route.clone(), Concurrency::new(max, queue)))
-            })
-            .collect(),
-        route_limits: config.route_limits.clone(),
+        agent_rate: config.agent_rate_limit.clone().map(Limiter::new),
         upstream,
         leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,
         unmatched_allow_private: config.unmatched_allow_private,
         agent_tls_timeout: config.upstream.agent_tls_handshake_timeout,
-        routes: RouteTable::new(config.routes),
-        credentials: Credentials::new(config.credentials),
+        routes: RouteTable::new(routes),
+        credentials,
         secrets: store,
         metrics,
         tracing: traces.clone(),
         audit,
-        scrubbers: Default::default(),
+        canary: Default::default(),
         kill_switch,
         limits: config.limits.clone(),
         drain: Arc::new(Drain::default()),
     });
-    if !state.rate_limits.is_empty() {
+    let limited = state.agent_rate.is_some() || state.routes.iter().any(|r| r.rate.is_some());
+    if limited {
         let state = state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                state.rate_limits.evict();
+                let routes = state.routes.iter().filter_map(|r| r.rate.as_ref());
+                routes.chain(&state.agent_rate).for_each(Limiter::evict);
             }
         });
     }

@@ -5,7 +5,6 @@
 //! any further new user shares one overflow bucket. A flood of distinct user ids therefore cannot grow memory;
 //! it only makes those users share a quota.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +41,8 @@ pub struct Limited {
 
 const OVERFLOW: &str = "\u{0}overflow";
 
-struct Limiter {
+/// One configured rate limit (a route's, or the agent-wide one) with its buckets.
+pub struct Limiter {
     limiter: DefaultKeyedRateLimiter<String>,
     limit: Limit,
     /// When a full store last tried to evict (ms since `epoch`): at most one scan a second, so a flood of new
@@ -52,7 +52,7 @@ struct Limiter {
 }
 
 impl Limiter {
-    fn new(limit: Limit) -> Self {
+    pub fn new(limit: Limit) -> Self {
         let replenish = limit.per / limit.rate.get();
         let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
             .expect("non-zero period")
@@ -91,55 +91,34 @@ impl Limiter {
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
-    fn evict(&self) {
+    /// Drops keys whose buckets are full again; run periodically.
+    pub fn evict(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
-}
 
-pub struct RateLimits {
-    routes: HashMap<String, Limiter>,
-    agent: Option<Limiter>,
-}
-
-impl RateLimits {
-    pub fn new(agent: Option<Limit>, routes: impl IntoIterator<Item = (String, Limit)>) -> Self {
-        Self {
-            routes: routes.into_iter().map(|(name, l)| (name, Limiter::new(l))).collect(),
-            agent: agent.map(Limiter::new),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty() && self.agent.is_none()
-    }
-
-    /// Takes one request from the route's bucket and the agent's; on refusal, how long until one is free.
-    pub fn check(&self, route: Option<&str>, user: Option<&str>) -> Result<(), Limited> {
-        if let Some(limiter) = route.and_then(|r| self.routes.get(r)) {
-            limiter.check(user).map_err(|wait| Limited {
-                scope: Scope::Route,
-                retry_after: wait,
-            })?;
-        }
-        if let Some(limiter) = &self.agent {
-            limiter.check(user).map_err(|wait| Limited {
-                scope: Scope::Agent,
-                retry_after: wait,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Drops keys whose buckets are full again; run periodically.
-    pub fn evict(&self) {
-        self.routes.values().chain(&self.agent).for_each(Limiter::evict);
-    }
-
-    /// Keys currently held, across all limiters.
+    /// Keys currently held.
     pub fn keys(&self) -> usize {
-        self.routes.values().chain(&self.agent).map(|l| l.limiter.len()).sum()
+        self.limiter.len()
     }
+}
+
+/// Takes one request from the route's bucket, then from the agent-wide one; on refusal, which limit it was
+/// and how long until a request is let through.
+pub fn admit(route: Option<&Limiter>, agent: Option<&Limiter>, user: Option<&str>) -> Result<(), Limited> {
+    if let Some(limiter) = route {
+        limiter.check(user).map_err(|wait| Limited {
+            scope: Scope::Route,
+            retry_after: wait,
+        })?;
+    }
+    if let Some(limiter) = agent {
+        limiter.check(user).map_err(|wait| Limited {
+            scope: Scope::Agent,
+            retry_after: wait,
+        })?;
+    }
+    Ok(())
 }
 
 /// At most `max` requests of a route in flight; the rest wait up to `queue_timeout`.
@@ -198,32 +177,36 @@ mod tests {
 
     #[test]
     fn burst_then_refusal_with_a_wait_and_independent_users() {
-        let limits = RateLimits::new(None, [("r".to_string(), limit(true, 100))]);
-        assert!(limits.check(Some("r"), Some("alice")).is_ok());
-        assert!(limits.check(Some("r"), Some("alice")).is_ok());
-        let refused = limits.check(Some("r"), Some("alice")).unwrap_err();
+        let route = Limiter::new(limit(true, 100));
+        assert!(admit(Some(&route), None, Some("alice")).is_ok());
+        assert!(admit(Some(&route), None, Some("alice")).is_ok());
+        let refused = admit(Some(&route), None, Some("alice")).unwrap_err();
         assert_eq!(refused.scope, Scope::Route);
         assert!(refused.retry_after > Duration::from_secs(25) && refused.retry_after <= Duration::from_secs(30));
-        assert!(limits.check(Some("r"), Some("bob")).is_ok(), "bob has his own bucket");
-        assert!(limits.check(Some("other"), Some("alice")).is_ok(), "unlimited route");
+        assert!(admit(Some(&route), None, Some("bob")).is_ok(), "bob has his own bucket");
+        assert!(admit(None, None, Some("alice")).is_ok(), "unlimited route");
     }
 
     #[test]
     fn agent_wide_limit_spans_routes() {
-        let limits = RateLimits::new(Some(limit(false, 100)), []);
-        assert!(limits.check(Some("a"), None).is_ok());
-        assert!(limits.check(Some("b"), None).is_ok());
-        assert_eq!(limits.check(Some("c"), None).unwrap_err().scope, Scope::Agent);
+        let (a, b, agent) = (
+            Limiter::new(limit(false, 100)),
+            Limiter::new(limit(false, 100)),
+            Limiter::new(limit(false, 100)),
+        );
+        assert!(admit(Some(&a), Some(&agent), None).is_ok());
+        assert!(admit(Some(&b), Some(&agent), None).is_ok());
+        assert_eq!(admit(None, Some(&agent), None).unwrap_err().scope, Scope::Agent);
     }
 
     #[test]
     fn a_hundred_thousand_users_do_not_grow_the_key_set() {
-        let limits = RateLimits::new(None, [("r".to_string(), limit(true, 1000))]);
+        let route = Limiter::new(limit(true, 1000));
         for i in 0..100_000 {
-            let _ = limits.check(Some("r"), Some(&format!("user-{i}")));
+            let _ = admit(Some(&route), None, Some(&format!("user-{i}")));
         }
-        assert!(limits.keys() <= 1001, "{} keys", limits.keys());
-        limits.evict();
-        assert!(limits.keys() <= 1001);
+        assert!(route.keys() <= 1001, "{} keys", route.keys());
+        route.evict();
+        assert!(route.keys() <= 1001);
     }
 }

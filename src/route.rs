@@ -108,13 +108,15 @@ impl Route {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    routes: Vec<Arc<Route>>,
+/// Routes in configuration order, each with whatever the caller keeps alongside it (the proxy keeps its
+/// per-route runtime object).
+#[derive(Debug)]
+pub struct RouteTable<T = Route> {
+    routes: Vec<Arc<T>>,
 }
 
-impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> Self {
+impl<T: AsRef<Route>> RouteTable<T> {
+    pub fn new(routes: Vec<T>) -> Self {
         Self {
             routes: routes.into_iter().map(Arc::new).collect(),
         }
@@ -122,15 +124,31 @@ impl RouteTable {
 
     /// Whether any route names this destination, which decides interception at CONNECT time.
     pub fn knows_host(&self, host: &str, port: u16, https: bool) -> bool {
-        self.routes.iter().any(|r| r.matches_host(host, port, https))
+        self.routes.iter().any(|r| rule(r).matches_host(host, port, https))
     }
 
     /// The first route, in configuration order, that matches all of host, port, method and path. `path` must
     /// be normalized with [`normalize_path`].
-    pub fn find(&self, host: &str, port: u16, https: bool, method: &Method, path: &str) -> Option<&Arc<Route>> {
-        self.routes
-            .iter()
-            .find(|r| r.matches_host(host, port, https) && r.matches_request(method, path))
+    pub fn find(&self, host: &str, port: u16, https: bool, method: &Method, path: &str) -> Option<&Arc<T>> {
+        self.routes.iter().find(|r| {
+            let route = rule(r);
+            route.matches_host(host, port, https) && route.matches_request(method, path)
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.routes.iter()
+    }
+}
+
+/// The matching rules of a table entry.
+fn rule<T: AsRef<Route>>(entry: &Arc<T>) -> &Route {
+    T::as_ref(entry)
+}
+
+impl AsRef<Route> for Route {
+    fn as_ref(&self) -> &Route {
+        self
     }
 }
 

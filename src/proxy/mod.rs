@@ -8,6 +8,7 @@ pub mod error;
 mod headers;
 pub mod inflate;
 pub mod pipeline;
+pub mod runtime;
 pub(crate) mod scrubbing;
 mod upload;
 
@@ -28,11 +29,9 @@ pub struct ProxyState {
     pub user_header: http::HeaderName,
     /// `None` when no policy is configured: every request a route matches is allowed.
     pub policy: Option<PolicyGate>,
-    pub rate_limits: crate::ratelimit::RateLimits,
-    pub route_limits: std::collections::HashMap<String, crate::config::RouteLimits>,
-    /// In-flight caps of the routes that set `concurrency`.
-    pub concurrency: std::collections::HashMap<String, crate::ratelimit::Concurrency>,
-    pub routes: RouteTable,
+    /// The agent-wide rate limit; each route's is in its runtime object.
+    pub agent_rate: Option<crate::ratelimit::Limiter>,
+    pub routes: RouteTable<runtime::RouteRuntime>,
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,
     pub upstream: Arc<Upstream>,
@@ -44,7 +43,8 @@ pub struct ProxyState {
     /// `None` when tracing is off.
     pub tracing: Option<Arc<crate::telemetry::trace::Tracing>>,
     pub audit: crate::telemetry::audit::AuditLog,
-    pub(crate) scrubbers: scrubbing::Scrubbers,
+    /// The outbound canary's scrubber: every credential's current values.
+    pub(crate) canary: scrubbing::ScrubberSlot,
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
     pub limits: crate::config::raw::RawLimits,
     pub drain: Arc<crate::listener::Drain>,

@@ -1,5 +1,27 @@
-//! The ordered stages of one intercepted request. This is the only module that knows the order:
-//! destination integrity → route → credential swap (binding check) → destination guard + forward → response.
+//! The phases of one intercepted request, in their one fixed order. This is the only module that knows the
+//! order; each phase is a plain function, called from [`forward`]:
+//!
+//! 1. [`admit`]: the kill switch; the outbound canary on the head (path, headers, query), so no later error
+//!    message or record can quote a real secret; a nested CONNECT; destination integrity (Host, :authority).
+//! 2. [`route`]: the normalised path (dot segments refused) → the route's runtime object; ambiguous encodings
+//!    refused on routes limited to paths; the user the agent acts for.
+//! 3. [`plan_credentials`]: placeholders found and checked, without reading a secret: one bound to another
+//!    route is exfiltration, one outside its credential's header or query key is misplaced. Then the
+//!    destination: no route is `no_route`, unless unmatched hosts are tunnelled.
+//! 4. [`admission`]: rate limits (route, then agent-wide) and the route's in-flight cap, before any work that
+//!    grows with the agent's input.
+//! 5. [`prepare_body`]: the body read for the policy (up to its limit) or kept for retries, and the canary on
+//!    whatever is in memory.
+//! 6. [`authorize`]: the Rego policy, which never sees a secret.
+//! 7. [`prepare_upstream`]: placeholders swapped or credentials injected, recording every value written, and
+//!    the request made what the upstream must see. The 401 replay in the next phase calls it again.
+//! 8. [`exchange`]: send, with retries, and one replay with a re-read value after a 401.
+//! 9. [`respond`]: the upstream's reason phrase dropped, the encoding decided from every value before
+//!    hop-by-hop stripping, and the body scrubbed of every value of the route and every value written into
+//!    this request.
+//!
+//! Every phase records into the [`RequestCtx`]; metrics go out when the head is sent, the audit line and the
+//! span end when the body is done. Errors become responses in one place, [`handle`].
 
 use std::sync::Arc;
 
@@ -8,20 +30,24 @@ use http::uri::{Authority, Scheme as UriScheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::{Held, Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
+use super::runtime::RouteRuntime;
 use super::upload::{AgentBody, Tail};
-use super::{PolicyGate, ProxyState, Scheme, Target};
+use super::{ProxyState, Scheme, Target};
 use crate::config::RouteLimits;
 use crate::config::Unmatched;
+use crate::credentials::Plan;
 use crate::policy::{input, Mode};
 use crate::ratelimit::Scope;
 use crate::retry::{RetryPolicy, Transient};
 use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
 use crate::scrub::Scrubber;
+use crate::secrets::{Secret, SecretRef};
 use crate::upstream::Body;
 use crate::upstream::{ConnectOptions, Phase, UpstreamError};
 use bytes::Bytes;
@@ -31,7 +57,7 @@ use std::time::Instant;
 
 use crate::telemetry::trace;
 
-/// Runs the stages and turns any failure into its JSON response; never fails itself.
+/// Runs the phases and turns any failure into its JSON response; never fails itself.
 pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
     let in_flight = state.drain.enter();
     let canary = super::scrubbing::canary_scrubber(&state).await;
@@ -40,8 +66,7 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
     let h2 = req.version() == http::Version::HTTP_2;
     let (parts, body) = req.into_parts();
     let (body, upload) = AgentBody::new(body, h2);
-    let req = Request::from_parts(parts, body);
-    let response = match forward(&state, &target, req, &mut ctx, canary.as_deref()).await {
+    let response = match forward(&state, &target, parts, body, &mut ctx, canary.as_deref()).await {
         Ok(response) => response,
         Err(error) => {
             ctx.fail(&error, &state.metrics);
@@ -53,41 +78,115 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
     response.map(|body| Held::new(body, in_flight, completion, Tail::new(upload)).boxed_unsync())
 }
 
+/// The phases, in order.
 async fn forward(
     state: &ProxyState,
     target: &Target,
-    req: Request<AgentBody>,
+    mut parts: http::request::Parts,
+    body: AgentBody,
     ctx: &mut RequestCtx,
     canary: Option<&Scrubber>,
 ) -> Result<Response<Body>, ProxyError> {
+    admit(state, target, &parts, canary)?;
+    let (route, user) = route(state, target, &mut parts, ctx)?;
+    let route = route.as_deref();
+    let (plan, allow_private) = plan_credentials(state, target, route, &parts, ctx)?;
+    let permit = admission(state, route, user.as_deref(), ctx).await?;
+    let limits = route.map_or(&UNROUTED, |r| &r.limits);
+    let retry = limits
+        .retry
+        .as_ref()
+        .filter(|p| p.allows(&parts.method, &parts.headers));
+    let (body, seen) = prepare_body(state, &parts, body, retry, canary).await?;
+    if let Some(seen) = seen {
+        authorize(state, target, route, &parts, seen, user.as_deref(), ctx)?;
+    }
+    let scrubbed = route.is_some_and(|r| r.scrubbed);
+    if scrubbed {
+        // Echoed secrets must be found in the response: ask for it uncompressed where the upstream obliges,
+        // whether or not a value is at hand yet (an OAuth2 token may be fetched just below).
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+    }
+    // What a replay needs if the upstream rejects a credential: the request before the swap.
+    let replay = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
+    let refs = state.credentials.secrets(&plan);
+    let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, ctx).await?;
+    let exchange = Exchange {
+        state,
+        target,
+        refs: &refs,
+        opts: ConnectOptions {
+            allow_private,
+            connect: limits.connect.unwrap_or(state.upstream.defaults(allow_private).connect),
+            tls: limits.tls,
+        },
+        limits,
+        retry,
+    };
+    let response = exchange.run(&parts, body, replay, &mut written, ctx).await?;
+    respond(state, route, response, permit, &written).await
+}
+
+/// Phase 1. Nothing here reads more than the request head.
+fn admit(
+    state: &ProxyState,
+    target: &Target,
+    parts: &http::request::Parts,
+    canary: Option<&Scrubber>,
+) -> Result<(), ProxyError> {
     if state.kill_switch.is_blocked(&state.agent.id) {
         return Err(ProxyError::Blocked);
     }
-    let (mut parts, body) = req.into_parts();
-    super::scrubbing::canary(state, canary, &parts, None)?;
+    super::scrubbing::canary(state, canary, parts, None)?;
     if parts.method == http::Method::CONNECT {
         return Err(ProxyError::NestedConnect);
     }
-    check_host(target, &parts)?;
+    check_host(target, parts)
+}
+
+/// Phase 2: the route (if any) and the user the agent acts for (whose header never travels upstream).
+fn route(
+    state: &ProxyState,
+    target: &Target,
+    parts: &mut http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> Result<(Option<Arc<RouteRuntime>>, Option<String>), ProxyError> {
     let path = normalize_path(parts.uri.path()).map_err(|DotSegment| {
         ProxyError::BadRequest("dot segments (`.` or `..`, in any spelling) are not allowed in the path")
     })?;
     let https = target.scheme == Scheme::Https;
     let route = state
         .routes
-        .find(&target.host, target.port, https, &parts.method, &path.path);
-    if path.ambiguous && route.is_some_and(|r| !r.paths.is_empty()) {
+        .find(&target.host, target.port, https, &parts.method, &path.path)
+        .cloned();
+    if path.ambiguous && route.as_ref().is_some_and(|r| !r.route.paths.is_empty()) {
         return Err(ProxyError::BadRequest(
             "an encoded `/` or `\\`, a `\\` or double percent-encoding in the path is ambiguous on a route limited to paths",
         ));
     }
-    ctx.set_route(route.map(|r| r.name.clone()));
+    ctx.set_route(route.as_ref().map(|r| r.name().to_string()));
     let user = take_user(&mut parts.headers, &state.user_header)?;
     ctx.set_user(user.clone());
-    let plan = state.credentials.plan(route.map(|r| &**r), !https, &parts)?;
+    Ok((route, user))
+}
+
+/// Phase 3: which credentials the request uses, checked for binding and placement before any secret is read;
+/// then whether the destination may be reached at all (and whether private addresses may).
+fn plan_credentials(
+    state: &ProxyState,
+    target: &Target,
+    route: Option<&RouteRuntime>,
+    parts: &http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> Result<(Plan, bool), ProxyError> {
+    let plain_http = target.scheme == Scheme::Http;
+    let plan = state.credentials.plan(route.map(|r| &r.route), plain_http, parts)?;
     ctx.set_credentials(state.credentials.names(&plan));
     let allow_private = match route {
-        Some(route) => route.allow_private,
+        Some(route) => route.route.allow_private,
         None if state.unmatched == Unmatched::Tunnel => state.unmatched_allow_private,
         None => {
             return Err(ProxyError::NoRoute {
@@ -97,8 +196,18 @@ async fn forward(
             })
         }
     };
-    // Limits come before any work that grows with the agent's input (the policy reads the body).
-    if let Err(limited) = state.rate_limits.check(ctx.route(), user.as_deref()) {
+    Ok((plan, allow_private))
+}
+
+/// Phase 4: rate limits, then the in-flight cap, whose permit is held until the response body is done.
+async fn admission(
+    state: &ProxyState,
+    route: Option<&RouteRuntime>,
+    user: Option<&str>,
+    ctx: &mut RequestCtx,
+) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+    let rate = route.and_then(|r| r.rate.as_ref());
+    if let Err(limited) = crate::ratelimit::admit(rate, state.agent_rate.as_ref(), user) {
         let scope = match limited.scope {
             Scope::Route => "route",
             Scope::Agent => "agent",
@@ -109,67 +218,111 @@ async fn forward(
             retry_after: limited.retry_after,
         });
     }
-    let limits = ctx
-        .route()
-        .and_then(|r| state.route_limits.get(r))
-        .unwrap_or(&NO_LIMITS);
-    let permit = match ctx.route().and_then(|r| state.concurrency.get(r)) {
-        Some(cap) => Some(cap.acquire(ctx.route().unwrap_or("-")).await?),
-        None => None,
-    };
-    let body = match &state.policy {
+    match route.and_then(|r| r.concurrency.as_ref().map(|c| (r, c))) {
+        Some((route, cap)) => Ok(Some(cap.acquire(route.name()).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Phase 5: the body as the policy sees it (when a policy runs) and as it will be sent (streamed, or in memory
+/// for retries), checked by the canary where it is in memory.
+async fn prepare_body(
+    state: &ProxyState,
+    parts: &http::request::Parts,
+    body: AgentBody,
+    retry: Option<&RetryPolicy>,
+    canary: Option<&Scrubber>,
+) -> Result<(Outgoing, Option<input::Body>), ProxyError> {
+    let unreadable = || ProxyError::BadRequest("the request body could not be read");
+    let (body, seen) = match &state.policy {
         Some(gate) => {
-            let entrypoint = route.and_then(|r| r.policy.as_deref()).unwrap_or(&gate.entrypoint);
             let (body, seen) = super::body::peek(body, &parts.headers, gate.body_limit)
                 .await
-                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
-            let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
-            let input = policy_input(state, gate, target, &parts, seen, user.as_deref(), ctx)?;
-            let decision = gate.policies.decide(entrypoint, input);
-            ctx.decide(&decision, gate.policies.mode(), &state.metrics);
-            span.set(trace::text(
-                "keyward.policy.decision",
-                if decision.allow { "allow" } else { "deny" },
-            ));
-            drop(span);
-            if !decision.allow && gate.policies.mode() == Mode::Enforce {
-                return Err(ProxyError::PolicyDenied {
-                    reason: decision.reason,
-                });
-            }
-            body
+                .map_err(|_| unreadable())?;
+            (body, Some(seen))
         }
-        None => Outgoing::from(body),
+        None => (Outgoing::from(body), None),
     };
-    let retry = limits
-        .retry
-        .as_ref()
-        .filter(|p| p.allows(&parts.method, &parts.headers));
     let body = match retry {
         Some(p) => body
             .buffered_up_to(&parts.headers, p.max_body)
             .await
-            .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?,
+            .map_err(|_| unreadable())?,
         None => body,
     };
     if let Some(bytes) = body.bytes() {
-        super::scrubbing::canary(state, canary, &parts, Some(bytes))?;
+        super::scrubbing::canary(state, canary, parts, Some(bytes))?;
     }
-    // Responses on a route with credentials are scrubbed: ask for them uncompressed where the upstream obliges,
-    // whether or not a value is at hand yet (an OAuth2 token may be fetched just below).
-    let scrubbed = ctx.route().is_some_and(|r| state.credentials.route_has_any(r));
-    if scrubbed {
-        parts.headers.insert(
-            http::header::ACCEPT_ENCODING,
-            http::HeaderValue::from_static("identity"),
-        );
+    Ok((body, seen))
+}
+
+/// Phase 6: the policy's decision. In shadow mode a denial is recorded and the request goes on.
+fn authorize(
+    state: &ProxyState,
+    target: &Target,
+    route: Option<&RouteRuntime>,
+    parts: &http::request::Parts,
+    seen: input::Body,
+    user: Option<&str>,
+    ctx: &mut RequestCtx,
+) -> Result<(), ProxyError> {
+    let Some(gate) = &state.policy else { return Ok(()) };
+    if matches!(seen, input::Body::DuplicateKey) {
+        return Err(ProxyError::AmbiguousJson);
     }
-    // What a second attempt needs if the upstream rejects a credential: the request before the swap.
-    let pre_swap = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
-    let refs = state.credentials.secrets(&plan);
+    let entrypoint = route
+        .and_then(|r| r.route.policy.as_deref())
+        .unwrap_or(&gate.entrypoint);
+    let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
+    let has_placeholder = |b: &[u8]| state.credentials.has_placeholder(b);
+    let context = input::Context {
+        agent: &state.agent,
+        user,
+        route: ctx.route(),
+        credentials: ctx.credentials(),
+        now: chrono::Utc::now().with_timezone(&gate.timezone),
+        has_placeholder: &has_placeholder,
+    };
+    let scheme = match target.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let request = input::Request {
+        scheme,
+        host: &target.host,
+        port: target.port,
+        parts,
+        body: seen,
+    };
+    let input = regorus::Value::from(input::build(&context, request));
+    let decision = gate.policies.decide(entrypoint, input);
+    ctx.decide(&decision, gate.policies.mode(), &state.metrics);
+    span.set(trace::text(
+        "keyward.policy.decision",
+        if decision.allow { "allow" } else { "deny" },
+    ));
+    drop(span);
+    if !decision.allow && gate.policies.mode() == Mode::Enforce {
+        return Err(ProxyError::PolicyDenied {
+            reason: decision.reason,
+        });
+    }
+    Ok(())
+}
+
+/// Phase 7: the real values written (each one returned with its placeholder, for the scrubber), then the
+/// headers and URI as the upstream must see them.
+async fn prepare_upstream<'a>(
+    state: &'a ProxyState,
+    target: &Target,
+    parts: &mut http::request::Parts,
+    plan: Plan,
+    refs: &[SecretRef],
+    ctx: &mut RequestCtx,
+) -> Result<Vec<(Secret, &'a str)>, ProxyError> {
     let span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
-    state.secrets.prepare(&refs).await;
-    let mut written = match state.credentials.write(plan, &mut parts, &*state.secrets) {
+    state.secrets.prepare(refs).await;
+    let written = match state.credentials.write(plan, parts, &*state.secrets) {
         Ok(written) => written,
         Err(e) => {
             let e = ProxyError::from(e);
@@ -178,61 +331,55 @@ async fn forward(
         }
     };
     drop(span);
-    finalize(target, &mut parts)?;
-    let opts = ConnectOptions {
-        allow_private,
-        connect: limits.connect.unwrap_or(state.upstream.defaults(allow_private).connect),
-        tls: limits.tls,
-    };
-    let exchange = Exchange {
-        state,
-        opts,
-        limits,
-        retry,
-    };
-    let (first, replay) = body.into_parts();
-    let first = super::body::counted(first, ctx.bytes_in.clone());
-    let mut response = exchange.send(&parts, first, replay.clone(), ctx).await?;
-    if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), pre_swap, replay) {
-        if rotated(state, &refs).await {
-            written.extend(state.credentials.write(plan, &mut parts, &*state.secrets)?);
-            finalize(target, &mut parts)?;
-            ctx.retried(&state.metrics);
-            tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
-            response = exchange.once(&parts, full(bytes), ctx).await?;
-        }
-    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(HOST);
+    parts.uri = upstream_uri(target, &parts.uri)?;
+    parts.version = Version::HTTP_11;
+    Ok(written)
+}
+
+/// Phase 9: the response head cleaned of what the upstream must not pass on, and the body scrubbed as it
+/// streams, holding the route's in-flight permit until it is done.
+async fn respond(
+    state: &ProxyState,
+    route: Option<&RouteRuntime>,
+    response: Response<Incoming>,
+    permit: Option<OwnedSemaphorePermit>,
+    written: &[(Secret, &str)],
+) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     // A custom reason phrase is the upstream's free text (`401 Invalid key Bearer sk-…`): never passed on.
     parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    let scrubbed = route.filter(|r| r.scrubbed);
     // Decided from every Content-Encoding value before hop-by-hop stripping, which could remove them.
     let encoding = scrubbed
-        .then(|| super::scrubbing::Encoding::of(&parts.headers))
+        .map(|_| super::scrubbing::Encoding::of(&parts.headers))
         .transpose()?;
     strip_hop_by_hop(&mut parts.headers);
+    let limits = route.map_or(&UNROUTED, |r| &r.limits);
     let body = Tracked::new(body, limits.idle, permit).boxed_unsync();
-    let route = ctx.route().unwrap_or_default();
-    let scrubber = match encoding {
-        Some(encoding) => super::scrubbing::for_route(state, route, &written)
+    let scrubber = match (scrubbed, encoding) {
+        (Some(route), Some(encoding)) => super::scrubbing::for_route(state, route, written)
             .await
-            .map(|scrubber| (scrubber, encoding)),
-        None => None,
+            .map(|scrubber| (route, scrubber, encoding)),
+        _ => None,
     };
     let body = match scrubber {
-        Some((scrubber, encoding)) => super::scrubbing::response(
+        Some((route, scrubber, encoding)) => super::scrubbing::response(
             scrubber,
             encoding,
             &mut parts.headers,
             body,
             state.metrics.clone(),
-            route.to_string(),
+            route.name().to_string(),
         )?,
         None => body,
     };
     Ok(Response::from_parts(parts, body))
 }
 
-static NO_LIMITS: RouteLimits = RouteLimits {
+/// The limits of a request no route matched (absolute-form http to an unmatched host, when tunnelled): none.
+static UNROUTED: RouteLimits = RouteLimits {
     connect: None,
     tls: None,
     response_headers: None,
@@ -241,16 +388,45 @@ static NO_LIMITS: RouteLimits = RouteLimits {
     retry: None,
 };
 
-/// Sending one request upstream under a route's limits, with its retries.
+/// Sending one request upstream under a route's limits, with its retries and its 401 replay.
 struct Exchange<'a> {
     state: &'a ProxyState,
+    target: &'a Target,
+    /// The secrets the request uses, re-read after a 401.
+    refs: &'a [SecretRef],
     opts: ConnectOptions,
     limits: &'a RouteLimits,
     /// Set only when the request may be repeated (idempotent) under the route's policy.
     retry: Option<&'a RetryPolicy>,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    /// Phase 8: sends with the route's retries. When the upstream answers 401 and a secret the request used
+    /// has changed since it was read (the rotation race), the new values are written by
+    /// [`prepare_upstream`], as for the first send, and the request is replayed once.
+    async fn run(
+        &self,
+        parts: &http::request::Parts,
+        body: Outgoing,
+        replay: Option<(http::request::Parts, Plan)>,
+        written: &mut Vec<(Secret, &'a str)>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let (first, bytes) = body.into_parts();
+        let first = super::body::counted(first, ctx.bytes_in.clone());
+        let response = self.send(parts, first, bytes.clone(), ctx).await?;
+        if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), replay, bytes) {
+            if rotated(self.state, self.refs).await {
+                let again = prepare_upstream(self.state, self.target, &mut parts, plan, self.refs, ctx).await?;
+                written.extend(again);
+                ctx.retried(&self.state.metrics);
+                tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
+                return self.once(&parts, full(bytes), ctx).await;
+            }
+        }
+        Ok(response)
+    }
+
     /// One attempt, bounded by the time-to-response-headers limit, in its own client span whose context the
     /// upstream receives as `traceparent`.
     async fn once(
@@ -346,21 +522,12 @@ fn full(bytes: Bytes) -> Body {
 
 /// The rotation race: the cached value went stale between a rotation and the next refresh. Re-reads every
 /// secret the request used; true when any of them changed.
-async fn rotated(state: &ProxyState, refs: &[crate::secrets::SecretRef]) -> bool {
+async fn rotated(state: &ProxyState, refs: &[SecretRef]) -> bool {
     let mut changed = false;
     for r in refs {
         changed |= state.secrets.reread(r).await;
     }
     changed
-}
-
-/// Headers and URI as the upstream must see them.
-fn finalize(target: &Target, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(HOST);
-    parts.uri = upstream_uri(target, &parts.uri)?;
-    parts.version = Version::HTTP_11;
-    Ok(())
 }
 
 /// Longest user id accepted: ids key rate limits and appear in spans and audit lines.
@@ -375,41 +542,6 @@ fn take_user(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Result<O
         return Err(ProxyError::BadRequest("the user id header is longer than 256 bytes"));
     }
     Ok(value.to_str().ok().map(str::to_string).filter(|v| !v.is_empty()))
-}
-
-fn policy_input(
-    state: &ProxyState,
-    gate: &PolicyGate,
-    target: &Target,
-    parts: &http::request::Parts,
-    body: input::Body,
-    user: Option<&str>,
-    ctx: &RequestCtx,
-) -> Result<regorus::Value, ProxyError> {
-    if matches!(body, input::Body::DuplicateKey) {
-        return Err(ProxyError::AmbiguousJson);
-    }
-    let has_placeholder = |b: &[u8]| state.credentials.has_placeholder(b);
-    let context = input::Context {
-        agent: &state.agent,
-        user,
-        route: ctx.route(),
-        credentials: ctx.credentials(),
-        now: chrono::Utc::now().with_timezone(&gate.timezone),
-        has_placeholder: &has_placeholder,
-    };
-    let scheme = match target.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
-    let request = input::Request {
-        scheme,
-        host: &target.host,
-        port: target.port,
-        parts,
-        body,
-    };
-    Ok(regorus::Value::from(input::build(&context, request)))
 }
 
 /// The `Host` header and the HTTP/2 `:authority` must name the CONNECT target; a port, when given, must match.

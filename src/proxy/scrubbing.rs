@@ -5,7 +5,6 @@
 //! channel is scrubbed of every form Keyward writes a secret in ([`crate::credentials::forms`]); a body in an
 //! encoding that cannot be scrubbed is refused.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -18,25 +17,26 @@ use http_body::{Body as HttpBody, Frame};
 
 use super::error::ProxyError;
 use super::inflate::Inflate;
+use super::runtime::RouteRuntime;
 use super::ProxyState;
 use crate::scrub::{Scrubber, Stream, RELEASE_AFTER};
 use crate::secrets::Secret;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::{Body, BoxError};
 
-/// Scrubbers by scope (a route, or `*` for every credential), rebuilt only when the secret values change, so
-/// a request costs a hash of the values, not an automaton build. A build runs on the blocking pool: it grows
-/// with the secrets' length and must never stall the proxy's workers.
+/// One scope's scrubber (a route's, or the canary's for every credential), rebuilt only when the secret values
+/// change, so a request costs a hash of the values, not an automaton build. A build runs on the blocking pool:
+/// it grows with the secrets' length and must never stall the proxy's workers.
 #[derive(Default)]
-pub struct Scrubbers {
-    entries: RwLock<HashMap<String, Cached>>,
+pub struct ScrubberSlot {
+    cached: RwLock<Option<Cached>>,
 }
 
 /// A fingerprint of the (value, placeholder) pairs and the scrubber built from them.
 type Cached = (u64, Option<Arc<Scrubber>>);
 
-impl Scrubbers {
-    async fn get(&self, scope: &str, pairs: Vec<(Secret, Arc<str>)>) -> Option<Arc<Scrubber>> {
+impl ScrubberSlot {
+    async fn get(&self, pairs: Vec<(Secret, Arc<str>)>) -> Option<Arc<Scrubber>> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for (secret, placeholder) in &pairs {
@@ -44,7 +44,7 @@ impl Scrubbers {
             placeholder.hash(&mut hasher);
         }
         let fingerprint = hasher.finish();
-        if let Some((seen, scrubber)) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(scope) {
+        if let Some((seen, scrubber)) = &*self.cached.read().unwrap_or_else(|e| e.into_inner()) {
             if *seen == fingerprint {
                 return scrubber.clone();
             }
@@ -59,10 +59,7 @@ impl Scrubbers {
             Scrubber::new(patterns.collect::<Vec<_>>()).map(Arc::new)
         };
         let scrubber = tokio::task::spawn_blocking(build).await.ok().flatten();
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope.to_string(), (fingerprint, scrubber.clone()));
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some((fingerprint, scrubber.clone()));
         scrubber
     }
 }
@@ -70,14 +67,14 @@ impl Scrubbers {
 /// The scrubber for a route's responses: every current value of the route's credentials, and every value
 /// written into this request (fetched or re-read mid-request, they may be newer than what the store held when
 /// the request started, or already replaced again).
-pub async fn for_route(state: &ProxyState, route: &str, written: &[(Secret, &str)]) -> Option<Arc<Scrubber>> {
-    let mut pairs = current(state, Some(route));
+pub async fn for_route(state: &ProxyState, route: &RouteRuntime, written: &[(Secret, &str)]) -> Option<Arc<Scrubber>> {
+    let mut pairs = current(state, Some(route.name()));
     for (secret, placeholder) in written {
         if !pairs.iter().any(|(s, _)| s == secret) {
             pairs.push((secret.clone(), Arc::from(*placeholder)));
         }
     }
-    state.scrubbers.get(route, pairs).await
+    route.scrubber.get(pairs).await
 }
 
 fn current(state: &ProxyState, route: Option<&str>) -> Vec<(Secret, Arc<str>)> {
@@ -90,7 +87,7 @@ fn current(state: &ProxyState, route: Option<&str>) -> Vec<(Secret, Arc<str>)> {
 
 /// The scrubber of every credential's current values, for the outbound canary.
 pub async fn canary_scrubber(state: &ProxyState) -> Option<Arc<Scrubber>> {
-    state.scrubbers.get("*", current(state, None)).await
+    state.canary.get(current(state, None)).await
 }
 
 /// Whether `text` (a path or query) carries a real secret, raw or percent-encoded.
