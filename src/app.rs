@@ -116,9 +116,34 @@ pub struct RunFiles<'a> {
     pub admin_token: Option<&'a Path>,
 }
 
+/// Loads the configuration, binds both listeners, builds everything and serves until `shutdown`.
 pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
     crate::tls::install_default_provider();
     let config = Config::load(path)?;
+    let admin = bind(config.admin).await?;
+    let proxy = bind(config.listen).await?;
+    let running = build(config, files, None).await?;
+    serve(running, proxy, admin, shutdown).await
+}
+
+/// Everything built from a configuration, ready to serve.
+pub struct Running {
+    pub state: Arc<ProxyState>,
+    admin: Arc<Admin>,
+    readiness: Arc<Readiness>,
+    traces: Option<Arc<Tracing>>,
+    max_connections: usize,
+    shutdown_grace: std::time::Duration,
+}
+
+/// Builds the proxy from a validated configuration: telemetry, policies, the admin API's state, secret
+/// stores (with their refresh tasks), the CA and per-route runtime objects. `secrets` replaces the configured
+/// stores (tests count what the pipeline reads).
+pub async fn build(
+    config: Config,
+    files: RunFiles<'_>,
+    secrets: Option<Arc<dyn crate::secrets::SecretStore>>,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     metrics.agent(&config.agent_id);
     let audit = AuditLog::open(&config.audit, metrics.clone())?;
@@ -131,14 +156,10 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
         None => None,
     };
     let readiness = Arc::new(Readiness::starting());
-    let admin_listener = bind(config.admin).await?;
-    let admin_addr = local(&admin_listener);
-    let admin_listener_addr = admin_listener.local_addr();
     let policies = policies(&config)?;
     let kill_switch = Arc::new(KillSwitch::default());
     let (token, generated) = crate::admin_token::at_start(&config)
         .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
-
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
@@ -147,13 +168,20 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
         config: config.redacted(),
         token: token.clone(),
     });
-    tokio::spawn(crate::admin::serve_listener(admin_listener, shutdown.clone(), admin));
-
     let upstream = Arc::new(upstream(&config)?);
-    if let Ok(addr) = admin_listener_addr {
-        upstream.forbid_own(addr);
-    }
-    let store = secrets(&config, &metrics, &upstream)?;
+    let store: Arc<dyn crate::secrets::SecretStore> = match secrets {
+        Some(store) => store,
+        None => {
+            let store = configured_secrets(&config, &metrics, &upstream)?;
+            if let Some(file) = &store.file {
+                tokio::spawn(file.clone().watch(config.secrets_poll_interval));
+            }
+            if let Some(vault) = &store.vault {
+                tokio::spawn(vault.clone().run());
+            }
+            store
+        }
+    };
     readiness.watch_secrets(store.clone());
     let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
     if generated {
@@ -170,13 +198,6 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
         let certs = crate::tls::bundle::write(bundle, &config.ca_cert)?;
         tracing::info!(path = %bundle.display(), certificates = certs, "trust bundle written (system roots + Keyward CA)");
     }
-    if let Some(file) = &store.file {
-        tokio::spawn(file.clone().watch(config.secrets_poll_interval));
-    }
-    if let Some(vault) = &store.vault {
-        tokio::spawn(vault.clone().run());
-    }
-
     let gate = match (&config.policy, policies) {
         (Some(p), Some(policies)) => {
             let m = metrics.clone();
@@ -239,12 +260,42 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
             }
         });
     }
-    let proxy_listener = bind(config.listen).await?;
-    if let Ok(addr) = proxy_listener.local_addr() {
-        state.upstream.forbid_own(addr);
+    crate::proxy::scrubbing::prime(&state).await;
+    Ok(Running {
+        state,
+        admin,
+        readiness,
+        traces,
+        max_connections: config.limits.max_connections,
+        shutdown_grace: config.shutdown_grace,
+    })
+}
+
+/// Serves the proxy and admin listeners until `shutdown`, then drains in-flight requests (up to the grace
+/// period) and flushes the audit log and traces.
+pub async fn serve(
+    running: Running,
+    proxy: TcpListener,
+    admin: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let Running {
+        state,
+        admin: admin_state,
+        readiness,
+        traces,
+        max_connections,
+        shutdown_grace,
+    } = running;
+    for listener in [&proxy, &admin] {
+        if let Ok(addr) = listener.local_addr() {
+            state.upstream.forbid_own(addr);
+        }
     }
+    let admin_addr = local(&admin);
+    tokio::spawn(crate::admin::serve_listener(admin, shutdown.clone(), admin_state));
     tracing::info!(
-        proxy_addr = %local(&proxy_listener),
+        proxy_addr = %local(&proxy),
         admin_addr = %admin_addr,
         agent_id = %state.agent.id,
         "keyward listening"
@@ -252,16 +303,15 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
     readiness.set(None);
     let drain = state.drain.clone();
     let finished = state.clone();
-    let max_connections = config.limits.max_connections;
-    crate::listener::serve(proxy_listener, shutdown, max_connections, move |stream, peer, slot| {
+    crate::listener::serve(proxy, shutdown, max_connections, move |stream, peer, slot| {
         crate::proxy::connect::serve(state.clone(), stream, peer, slot)
     })
     .await;
     tracing::info!(
-        grace_s = config.shutdown_grace.as_secs(),
+        grace_s = shutdown_grace.as_secs(),
         "no longer accepting connections; draining in-flight requests"
     );
-    let left = drain.wait(config.shutdown_grace).await;
+    let left = drain.wait(shutdown_grace).await;
     if left > 0 {
         tracing::warn!(requests = left, "shutdown grace period over; in-flight requests cut");
     }
@@ -274,7 +324,11 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
 }
 
 /// The configured secret backends. Refresh tasks are started by the caller.
-fn secrets(config: &Config, metrics: &Arc<Metrics>, upstream: &Arc<Upstream>) -> Result<Arc<Secrets>, StartError> {
+fn configured_secrets(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    upstream: &Arc<Upstream>,
+) -> Result<Arc<Secrets>, StartError> {
     let refs = config.secret_refs();
     let file = match &config.secrets_file {
         Some(path) => {

@@ -18,6 +18,9 @@ impl SecretStore for Fixed {
     fn not_ready(&self) -> Option<String> {
         None
     }
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 fn setup() -> &'static (Credentials, keyward::route::Route) {

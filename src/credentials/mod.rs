@@ -430,6 +430,9 @@ mod tests {
         fn not_ready(&self) -> Option<String> {
             None
         }
+        fn generation(&self) -> u64 {
+            0
+        }
     }
 
     fn spec(

@@ -82,3 +82,6 @@ impl Target {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

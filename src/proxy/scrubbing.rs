@@ -24,57 +24,79 @@ use crate::secrets::Secret;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::{Body, BoxError};
 
-/// One scope's scrubber (a route's, or the canary's for every credential), rebuilt only when the secret values
-/// change, so a request costs a hash of the values, not an automaton build. A build runs on the blocking pool:
-/// it grows with the secrets' length and must never stall the proxy's workers.
+/// One scope's scrubber (a route's, or the canary's for every credential), rebuilt only when the store's
+/// values change ([`SecretStore::generation`](crate::secrets::SecretStore::generation)): between changes a
+/// request reads no secret value for it at all. A build runs on the blocking pool: it grows with the secrets'
+/// length and must never stall the proxy's workers. `app::build` fills every slot before serving.
 #[derive(Default)]
 pub struct ScrubberSlot {
-    cached: RwLock<Option<Cached>>,
+    built: RwLock<Option<Arc<Built>>>,
 }
 
-/// A fingerprint of the (value, placeholder) pairs and the scrubber built from them.
-type Cached = (u64, Option<Arc<Scrubber>>);
+/// A scrubber and the values it was built from, as of one generation of the store.
+struct Built {
+    generation: u64,
+    pairs: Vec<(Secret, Arc<str>)>,
+    scrubber: Option<Arc<Scrubber>>,
+}
 
 impl ScrubberSlot {
-    async fn get(&self, pairs: Vec<(Secret, Arc<str>)>) -> Option<Arc<Scrubber>> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for (secret, placeholder) in &pairs {
-            secret.expose().hash(&mut hasher);
-            placeholder.hash(&mut hasher);
+    async fn get(&self, generation: u64, pairs: impl FnOnce() -> Vec<(Secret, Arc<str>)>) -> Arc<Built> {
+        let cached = self.built.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(built) = cached.filter(|b| b.generation == generation) {
+            return built;
         }
-        let fingerprint = hasher.finish();
-        if let Some((seen, scrubber)) = &*self.cached.read().unwrap_or_else(|e| e.into_inner()) {
-            if *seen == fingerprint {
-                return scrubber.clone();
-            }
-        }
-        let build = move || {
-            let patterns = pairs.iter().flat_map(|(secret, placeholder)| {
-                let replacement: Arc<[u8]> = Arc::from(placeholder.as_bytes());
-                crate::credentials::forms(secret.expose())
-                    .into_iter()
-                    .map(move |form| (form, replacement.clone()))
-            });
-            Scrubber::new(patterns.collect::<Vec<_>>()).map(Arc::new)
-        };
-        let scrubber = tokio::task::spawn_blocking(build).await.ok().flatten();
-        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some((fingerprint, scrubber.clone()));
-        scrubber
+        let pairs = pairs();
+        let built = Arc::new(Built {
+            generation,
+            scrubber: build(pairs.clone()).await,
+            pairs,
+        });
+        *self.built.write().unwrap_or_else(|e| e.into_inner()) = Some(built.clone());
+        built
+    }
+}
+
+/// A scrubber for every form of every value, replaced by its placeholder; built on the blocking pool.
+async fn build(pairs: Vec<(Secret, Arc<str>)>) -> Option<Arc<Scrubber>> {
+    let build = move || {
+        let patterns = pairs.iter().flat_map(|(secret, placeholder)| {
+            let replacement: Arc<[u8]> = Arc::from(placeholder.as_bytes());
+            crate::credentials::forms(secret.expose())
+                .into_iter()
+                .map(move |form| (form, replacement.clone()))
+        });
+        Scrubber::new(patterns.collect::<Vec<_>>()).map(Arc::new)
+    };
+    tokio::task::spawn_blocking(build).await.ok().flatten()
+}
+
+/// Fills the canary's and every route's slot from the current values, so requests find them built.
+pub async fn prime(state: &ProxyState) {
+    canary_scrubber(state).await;
+    for route in state.routes.iter() {
+        for_route(state, route, &[]).await;
     }
 }
 
 /// The scrubber for a route's responses: every current value of the route's credentials, and every value
 /// written into this request (fetched or re-read mid-request, they may be newer than what the store held when
-/// the request started, or already replaced again).
+/// the slot was built, or already replaced again): then a scrubber is built for this response alone.
 pub async fn for_route(state: &ProxyState, route: &RouteRuntime, written: &[(Secret, &str)]) -> Option<Arc<Scrubber>> {
-    let mut pairs = current(state, Some(route.name()));
-    for (secret, placeholder) in written {
-        if !pairs.iter().any(|(s, _)| s == secret) {
-            pairs.push((secret.clone(), Arc::from(*placeholder)));
-        }
+    let generation = state.secrets.generation();
+    let built = route
+        .scrubber
+        .get(generation, || current(state, Some(route.name())))
+        .await;
+    let extra: Vec<(Secret, Arc<str>)> = written
+        .iter()
+        .filter(|(secret, _)| !built.pairs.iter().any(|(known, _)| known == secret))
+        .map(|(secret, placeholder)| (secret.clone(), Arc::from(*placeholder)))
+        .collect();
+    if extra.is_empty() {
+        return built.scrubber.clone();
     }
-    route.scrubber.get(pairs).await
+    build(built.pairs.iter().cloned().chain(extra).collect()).await
 }
 
 fn current(state: &ProxyState, route: Option<&str>) -> Vec<(Secret, Arc<str>)> {
@@ -87,7 +109,9 @@ fn current(state: &ProxyState, route: Option<&str>) -> Vec<(Secret, Arc<str>)> {
 
 /// The scrubber of every credential's current values, for the outbound canary.
 pub async fn canary_scrubber(state: &ProxyState) -> Option<Arc<Scrubber>> {
-    state.canary.get(current(state, None)).await
+    let generation = state.secrets.generation();
+    let built = state.canary.get(generation, || current(state, None)).await;
+    built.scrubber.clone()
 }
 
 /// Whether `text` (a path or query) carries a real secret, raw or percent-encoded.

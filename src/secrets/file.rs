@@ -38,6 +38,7 @@ pub struct FileStore {
     /// Names the configuration uses. A new version of the file without one of them is refused: it is far more
     /// likely a half-written file or a mistake than an intent to break those credentials.
     required: Vec<String>,
+    generation: super::Generation,
 }
 
 impl FileStore {
@@ -49,6 +50,7 @@ impl FileStore {
             values: ArcSwap::from_pointee(values),
             last_text: std::sync::Mutex::new(text),
             required: Vec::new(),
+            generation: Default::default(),
         })
     }
 
@@ -66,6 +68,7 @@ impl FileStore {
         }
         let values = parse(&self.path, &text, &self.required)?;
         self.values.store(Arc::new(values));
+        self.generation.bump();
         *last = text;
         Ok(true)
     }
@@ -99,6 +102,10 @@ impl FileStore {
 }
 
 impl SecretStore for FileStore {
+    fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
         let SecretRef::File(name) = secret else {
             return Err(SecretError::Missing(secret.to_string()));

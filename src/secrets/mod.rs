@@ -98,6 +98,11 @@ pub trait SecretStore: Send + Sync {
     /// Why the store cannot serve every configured secret yet, for `/readyz`; `None` when it can.
     fn not_ready(&self) -> Option<String>;
 
+    /// Grows whenever a value the store serves changes (a file reload, a Vault rotation, a new OAuth2 token).
+    /// Whoever derives something from the values (the scrubbers) rebuilds it when this moves, and reads no
+    /// value otherwise. Read it before the values: a value stored before its bump is then never missed.
+    fn generation(&self) -> u64;
+
     /// Fetches a secret from its backend now, because an upstream just rejected the cached value; resolves
     /// to whether the value changed. Only this rare path ever reaches a backend for a request.
     fn reread<'a>(&'a self, _secret: &'a SecretRef) -> BoxFuture<'a, bool> {
@@ -128,6 +133,21 @@ pub fn check_length(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A store's change counter, for [`SecretStore::generation`].
+#[derive(Debug, Default)]
+pub struct Generation(std::sync::atomic::AtomicU64);
+
+impl Generation {
+    /// Call after the new value is in place.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// The configured backends behind one store: references are routed to the backend they name.
 #[derive(Clone)]
 pub struct Secrets {
@@ -151,6 +171,13 @@ impl SecretStore for Secrets {
 
     fn not_ready(&self) -> Option<String> {
         self.vault.as_ref().and_then(|v| v.not_ready())
+    }
+
+    fn generation(&self) -> u64 {
+        let file = self.file.as_ref().map_or(0, |f| f.generation());
+        let vault = self.vault.as_ref().map_or(0, |v| v.generation());
+        let oauth2 = self.oauth2.as_ref().map_or(0, |o| o.generation());
+        file + vault + oauth2
     }
 
     fn reread<'a>(&'a self, secret: &'a SecretRef) -> BoxFuture<'a, bool> {

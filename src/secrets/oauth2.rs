@@ -129,6 +129,7 @@ struct Credential {
 
 pub struct OAuth2Store {
     credentials: HashMap<String, Credential>,
+    generation: super::Generation,
     upstream: Arc<Upstream>,
     vault: Option<Arc<VaultStore>>,
     metrics: Arc<Metrics>,
@@ -157,6 +158,7 @@ impl OAuth2Store {
             .collect();
         Self {
             credentials,
+            generation: Default::default(),
             upstream,
             vault,
             metrics,
@@ -344,6 +346,7 @@ impl OAuth2Store {
             refresh_at: now + lifetime.saturating_sub(spec.refresh_before).max(MIN_LIFETIME),
             expires_at: now + lifetime,
         });
+        self.generation.bump();
         if let (Some(new), Some(target)) = (json.get("refresh_token").and_then(|t| t.as_str()), &spec.refresh_token) {
             if refresh_token.as_ref().is_none_or(|old| old.expose() != new) {
                 refresher.pending_refresh_token = Some(Secret::new(new));
@@ -422,6 +425,10 @@ fn error_code(json: &serde_json::Value, sent: &[String]) -> String {
 }
 
 impl SecretStore for OAuth2Store {
+    fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
         let unavailable = |reason: String| SecretError::Unavailable {
             name: secret.to_string(),

@@ -41,6 +41,7 @@ pub struct VaultStore {
     cache: RwLock<HashMap<VaultRef, Entry>>,
     last_error: RwLock<Option<String>>,
     metrics: Arc<Metrics>,
+    generation: super::Generation,
 }
 
 impl VaultStore {
@@ -60,6 +61,7 @@ impl VaultStore {
             cache: RwLock::new(HashMap::new()),
             last_error: RwLock::new(None),
             metrics,
+            generation: Default::default(),
         }
     }
 
@@ -145,6 +147,7 @@ impl VaultStore {
                 fetched: now,
             },
         );
+        self.generation.bump();
         Ok(())
     }
 
@@ -205,17 +208,21 @@ impl VaultStore {
                 first_error.get_or_insert(format!("{}/{} key `{}`: {e}", r.mount, r.path, r.key));
                 continue;
             }
-            let changed = cache.get(r).is_none_or(|e| e.value.expose() != value);
-            if changed && cache.contains_key(r) {
+            let kept = cache.get(r).map(|e| e.value.clone()).filter(|v| v.expose() == value);
+            if kept.is_none() && cache.contains_key(r) {
                 tracing::info!(secret = %SecretRef::Vault(r.clone()), "secret value rotated in Vault");
             }
+            let changed = kept.is_none();
             cache.insert(
                 r.clone(),
                 Entry {
-                    value: Secret::new(value),
+                    value: kept.unwrap_or_else(|| Secret::new(value)),
                     fetched: now,
                 },
             );
+            if changed {
+                self.generation.bump();
+            }
         }
     }
 
@@ -229,6 +236,10 @@ impl VaultStore {
 }
 
 impl SecretStore for VaultStore {
+    fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     fn get(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
         let unavailable = |reason: String| SecretError::Unavailable {
             name: secret.to_string(),
