@@ -33,6 +33,15 @@ pub enum Scope {
     Agent,
 }
 
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Route => "route",
+            Self::Agent => "agent",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Limited {
     pub scope: Scope,

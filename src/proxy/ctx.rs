@@ -1,5 +1,7 @@
-//! The record of one request, filled in by each stage. When the response head is sent it becomes metrics; when
-//! the response body is done (or abandoned) it becomes the audit line and the end of the request's span.
+//! The record of one request: plain data, filled in by each phase, with no side effect of its own. Two places
+//! turn it into telemetry: [`RequestCtx::respond`] when the response head is sent (metrics, and the alert
+//! lines: exfiltration attempts, shadow denials), and [`Completion`]'s drop when the body is done or abandoned
+//! (the audit line, the span's attributes and its end).
 //! It holds names and codes only: the path, the query with its values redacted, credential names, never values.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,17 +16,59 @@ use super::error::ProxyError;
 use super::{ProxyState, Scheme, Target};
 use crate::credentials::SwapError;
 use crate::policy::{Decision, Mode};
+use crate::ratelimit::Scope;
 use crate::scrub::Scrubber;
 use crate::telemetry::audit::AuditRecord;
-use crate::telemetry::metrics::{Metrics, RequestOutcome};
+use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::redact_query;
 use crate::telemetry::trace::{self, ChildSpan, RequestTrace};
+
+/// What the policy made of the request, as the metrics and the audit line name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    Allow,
+    Deny,
+    /// Denied in shadow mode: forwarded all the same.
+    ShadowDeny,
+    /// The policy failed: denied (fail closed).
+    Error,
+}
+
+impl PolicyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::ShadowDeny => "shadow_deny",
+            Self::Error => "error",
+        }
+    }
+}
+
+struct Decided {
+    outcome: PolicyOutcome,
+    reason: String,
+    code: Option<String>,
+}
+
+/// A refusal as recorded: its stable code, its message, and the alert it raises, if any.
+struct Failure {
+    code: &'static str,
+    message: String,
+    alert: Option<Alert>,
+}
+
+/// A refusal that operators must hear about at once.
+enum Alert {
+    /// A placeholder toward a destination its credential is not bound to, or outside its configured place.
+    Exfiltration { credential: String, place: Option<String> },
+}
 
 pub struct RequestCtx {
     pub id: String,
     started: Instant,
     method: Method,
-    scheme: &'static str,
+    scheme: Scheme,
     path: String,
     query: Option<String>,
     host: String,
@@ -34,12 +78,11 @@ pub struct RequestCtx {
     credentials: Vec<String>,
     /// Upstream attempts after the first (transient failures, rotated credentials).
     retries: u32,
-    ratelimited: bool,
-    /// `allow`, `deny`, `shadow_deny` or `error`, once the policy has run.
-    decision: Option<(&'static str, String)>,
-    error: Option<(&'static str, String)>,
-    /// Summed over attempts: how long the upstream took to answer with a head.
-    upstream: Option<Duration>,
+    ratelimited: Option<Scope>,
+    decision: Option<Decided>,
+    error: Option<Failure>,
+    /// How long the upstream took to answer each attempt with a head.
+    attempts: Vec<Duration>,
     /// Request body bytes read from the agent and sent upstream (first attempt).
     pub bytes_in: Arc<AtomicU64>,
     trace: RequestTrace,
@@ -56,16 +99,12 @@ impl RequestCtx {
             }
             _ => uri.path().to_string(),
         };
-        let scheme = match target.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
         let trace = match &state.tracing {
             None => RequestTrace::OFF,
             Some(tracing) => {
                 let mut attributes = vec![
                     trace::text("http.request.method", req.method().to_string()),
-                    trace::text("url.scheme", scheme),
+                    trace::text("url.scheme", target.scheme.as_str()),
                     trace::text("url.path", path.clone()),
                     trace::text("server.address", target.host.clone()),
                     KeyValue::new("server.port", i64::from(target.port)),
@@ -81,7 +120,7 @@ impl RequestCtx {
             id: next_id(),
             started: Instant::now(),
             method: req.method().clone(),
-            scheme,
+            scheme: target.scheme,
             path,
             query,
             host: target.host.clone(),
@@ -90,10 +129,10 @@ impl RequestCtx {
             user: None,
             credentials: Vec::new(),
             retries: 0,
-            ratelimited: false,
+            ratelimited: None,
             decision: None,
             error: None,
-            upstream: None,
+            attempts: Vec::new(),
             bytes_in: Arc::default(),
             trace,
         }
@@ -104,17 +143,10 @@ impl RequestCtx {
     }
 
     pub fn set_route(&mut self, route: Option<String>) {
-        if let Some(name) = &route {
-            self.trace.set(trace::text("keyward.route", name.clone()));
-            self.trace.rename(format!("{} {name}", self.method));
-        }
         self.route = route;
     }
 
     pub fn set_user(&mut self, user: Option<String>) {
-        if let Some(user) = &user {
-            self.trace.set(trace::text("keyward.user.id", user.clone()));
-        }
         self.user = user;
     }
 
@@ -123,9 +155,6 @@ impl RequestCtx {
     }
 
     pub fn set_credentials(&mut self, names: Vec<String>) {
-        if !names.is_empty() {
-            self.trace.set(trace::strings("keyward.credential", &names));
-        }
         self.credentials = names;
     }
 
@@ -134,76 +163,96 @@ impl RequestCtx {
         self.trace.child(name, kind, attributes)
     }
 
-    /// Records the policy's answer; in shadow mode a denial is logged here since nothing else will show it.
-    pub fn decide(&mut self, decision: &Decision, mode: Mode, metrics: &Metrics) {
-        let label = match (decision.allow, decision.error, mode) {
-            (true, _, _) => "allow",
-            (false, _, Mode::Shadow) => "shadow_deny",
-            (false, true, Mode::Enforce) => "error",
-            (false, false, Mode::Enforce) => "deny",
+    pub fn decide(&mut self, decision: &Decision, mode: Mode) {
+        let outcome = match (decision.allow, decision.error, mode) {
+            (true, _, _) => PolicyOutcome::Allow,
+            (false, _, Mode::Shadow) => PolicyOutcome::ShadowDeny,
+            (false, true, Mode::Enforce) => PolicyOutcome::Error,
+            (false, false, Mode::Enforce) => PolicyOutcome::Deny,
         };
-        if label == "shadow_deny" {
-            tracing::warn!(request_id = %self.id, reason = %decision.reason, route = self.route.as_deref().unwrap_or("-"),
-                method = %self.method, host = %self.host, path = %self.path,
-                "policy would deny (shadow mode): request forwarded");
-        }
-        if !decision.allow {
-            metrics.policy_denial(self.route.as_deref(), decision.code.as_deref(), &decision.reason);
-        }
-        self.trace.set(trace::text("keyward.policy.decision", label));
-        self.decision = Some((label, decision.reason.clone()));
+        self.decision = Some(Decided {
+            outcome,
+            reason: decision.reason.clone(),
+            code: decision.code.clone(),
+        });
     }
 
-    pub fn rate_limited(&mut self, scope: &'static str, metrics: &Metrics) {
-        self.ratelimited = true;
-        metrics.rate_limited(self.route.as_deref(), scope);
+    pub fn rate_limited(&mut self, scope: Scope) {
+        self.ratelimited = Some(scope);
     }
 
-    pub fn retried(&mut self, metrics: &Metrics) {
+    pub fn retried(&mut self) {
         self.retries += 1;
-        metrics.retried(self.route.as_deref());
     }
 
-    pub fn upstream_answered(&mut self, took: Duration, metrics: &Metrics) {
-        self.upstream = Some(self.upstream.unwrap_or_default() + took);
-        metrics.upstream_duration(self.route.as_deref(), took);
+    pub fn upstream_answered(&mut self, took: Duration) {
+        self.attempts.push(took);
     }
 
-    pub fn fail(&mut self, error: &ProxyError, metrics: &Metrics) {
+    pub fn fail(&mut self, error: &ProxyError) {
         let (_, code) = error.classify();
-        match error {
-            ProxyError::Swap(SwapError::NotBound { credential }) => {
-                metrics.exfiltration_attempt(credential);
-                tracing::warn!(
-                    request_id = %self.id, credential = %credential, host = %self.host, method = %self.method, path = %self.path,
-                    "exfiltration attempt: placeholder sent to a destination its credential is not bound to"
-                );
-            }
-            ProxyError::Swap(SwapError::Misplaced { credential, place, .. }) => {
-                metrics.exfiltration_attempt(credential);
-                tracing::warn!(
-                    request_id = %self.id, credential = %credential, place = %place, host = %self.host, method = %self.method, path = %self.path,
-                    "exfiltration attempt: placeholder outside its credential's configured header or query key"
-                );
-            }
-            _ => {}
-        }
-        self.error = Some((code, error.to_string()));
+        let alert = match error {
+            ProxyError::Swap(SwapError::NotBound { credential }) => Some(Alert::Exfiltration {
+                credential: credential.clone(),
+                place: None,
+            }),
+            ProxyError::Swap(SwapError::Misplaced { credential, place, .. }) => Some(Alert::Exfiltration {
+                credential: credential.clone(),
+                place: Some(place.clone()),
+            }),
+            _ => None,
+        };
+        self.error = Some(Failure {
+            code,
+            message: error.to_string(),
+            alert,
+        });
     }
 
-    /// The response head is going out: count the request, and hand back what finishes the record once the
-    /// body is done.
+    /// The response head is going out: the request's metrics and alert lines, then what finishes the record
+    /// once the body is done.
     pub fn respond(self, status: StatusCode, state: Arc<ProxyState>) -> Completion {
-        let head = self.started.elapsed();
-        state.metrics.request(&RequestOutcome {
+        let metrics = &state.metrics;
+        let route = self.route.as_deref();
+        metrics.request(&RequestOutcome {
             agent: &state.agent.id,
-            route: self.route.as_deref(),
+            route,
             method: &self.method,
             status,
-            decision: self.decision.as_ref().map(|(d, _)| *d),
+            decision: self.decision.as_ref().map(|d| d.outcome.as_str()),
             outcome: self.outcome(),
-            duration: head,
+            duration: self.started.elapsed(),
         });
+        for took in &self.attempts {
+            metrics.upstream_duration(route, *took);
+        }
+        for _ in 0..self.retries {
+            metrics.retried(route);
+        }
+        if let Some(scope) = self.ratelimited {
+            metrics.rate_limited(route, scope.as_str());
+        }
+        if let Some(d) = self.decision.as_ref().filter(|d| d.outcome != PolicyOutcome::Allow) {
+            metrics.policy_denial(route, d.code.as_deref(), &d.reason);
+            if d.outcome == PolicyOutcome::ShadowDeny {
+                tracing::warn!(request_id = %self.id, reason = %d.reason, route = route.unwrap_or("-"),
+                    method = %self.method, host = %self.host, path = %self.path,
+                    "policy would deny (shadow mode): request forwarded");
+            }
+        }
+        if let Some(Alert::Exfiltration { credential, place }) = self.error.as_ref().and_then(|e| e.alert.as_ref()) {
+            metrics.exfiltration_attempt(credential);
+            match place {
+                None => tracing::warn!(
+                    request_id = %self.id, credential = %credential, host = %self.host, method = %self.method, path = %self.path,
+                    "exfiltration attempt: placeholder sent to a destination its credential is not bound to"
+                ),
+                Some(place) => tracing::warn!(
+                    request_id = %self.id, credential = %credential, place = %place, host = %self.host, method = %self.method, path = %self.path,
+                    "exfiltration attempt: placeholder outside its credential's configured header or query key"
+                ),
+            }
+        }
         Completion {
             ctx: self,
             status,
@@ -213,7 +262,7 @@ impl RequestCtx {
     }
 
     fn outcome(&self) -> &'static str {
-        self.error.as_ref().map_or("forwarded", |(code, _)| *code)
+        self.error.as_ref().map_or("forwarded", |e| e.code)
     }
 }
 
@@ -235,12 +284,11 @@ impl Drop for Completion {
             Some(q) => format!("{}?{q}", ctx.path),
             None => ctx.path.clone(),
         };
-        let reason = ctx
-            .decision
-            .as_ref()
-            .filter(|(d, _)| *d != "allow")
-            .map(|(_, r)| r.as_str())
-            .or(ctx.error.as_ref().map(|(_, m)| m.as_str()));
+        let decision = ctx.decision.as_ref();
+        let reason = decision
+            .filter(|d| d.outcome != PolicyOutcome::Allow)
+            .map(|d| d.reason.as_str())
+            .or(ctx.error.as_ref().map(|e| e.message.as_str()));
         let audit = &self.state.audit;
         if audit.enabled() {
             audit.record(&AuditRecord {
@@ -251,28 +299,42 @@ impl Drop for Completion {
                 user_id: ctx.user.as_deref(),
                 route: ctx.route.as_deref(),
                 method: ctx.method.as_str(),
-                scheme: ctx.scheme,
+                scheme: ctx.scheme.as_str(),
                 host: &ctx.host,
                 port: ctx.port,
                 path: &path,
-                decision: ctx.decision.as_ref().map(|(d, _)| *d),
+                decision: decision.map(|d| d.outcome.as_str()),
                 reason,
                 credentials: &ctx.credentials,
                 status: self.status.as_u16(),
                 outcome,
-                ratelimited: ctx.ratelimited,
+                ratelimited: ctx.ratelimited.is_some(),
                 retries: ctx.retries,
                 duration_ms,
-                upstream_ms: ctx.upstream.map(|d| d.as_secs_f64() * 1000.0),
+                upstream_ms: (!ctx.attempts.is_empty())
+                    .then(|| ctx.attempts.iter().sum::<Duration>().as_secs_f64() * 1000.0),
                 bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
                 bytes_out: self.bytes_out,
             });
         }
         tracing::debug!(request_id = %ctx.id, status = self.status.as_u16(), outcome, duration_ms, "request done");
         let trace = std::mem::replace(&mut ctx.trace, RequestTrace::OFF);
-        trace.set(KeyValue::new("keyward.ratelimited", ctx.ratelimited));
+        if let Some(route) = &ctx.route {
+            trace.set(trace::text("keyward.route", route.clone()));
+            trace.rename(format!("{} {route}", ctx.method));
+        }
+        if let Some(user) = &ctx.user {
+            trace.set(trace::text("keyward.user.id", user.clone()));
+        }
+        if !ctx.credentials.is_empty() {
+            trace.set(trace::strings("keyward.credential", &ctx.credentials));
+        }
+        if let Some(d) = decision {
+            trace.set(trace::text("keyward.policy.decision", d.outcome.as_str()));
+        }
+        trace.set(KeyValue::new("keyward.ratelimited", ctx.ratelimited.is_some()));
         trace.set(KeyValue::new("http.request.resend_count", i64::from(ctx.retries)));
-        trace.end(self.status, ctx.error.as_ref().map(|(code, _)| *code));
+        trace.end(self.status, ctx.error.as_ref().map(|e| e.code));
     }
 }
 

@@ -64,6 +64,15 @@ pub enum Scheme {
     Https,
 }
 
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
 /// Where a request goes, fixed by the CONNECT line or the absolute-form URI before any header is read.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -43,7 +43,6 @@ use crate::config::RouteLimits;
 use crate::config::Unmatched;
 use crate::credentials::Plan;
 use crate::policy::{input, Mode};
-use crate::ratelimit::Scope;
 use crate::retry::{RetryPolicy, Transient};
 use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
 use crate::scrub::Scrubber;
@@ -69,7 +68,7 @@ pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<In
     let response = match forward(&state, &target, parts, body, &mut ctx, canary.as_deref()).await {
         Ok(response) => response,
         Err(error) => {
-            ctx.fail(&error, &state.metrics);
+            ctx.fail(&error);
             error.response(&ctx.id)
         }
     };
@@ -208,13 +207,9 @@ async fn admission(
 ) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
     let rate = route.and_then(|r| r.rate.as_ref());
     if let Err(limited) = crate::ratelimit::admit(rate, state.agent_rate.as_ref(), user) {
-        let scope = match limited.scope {
-            Scope::Route => "route",
-            Scope::Agent => "agent",
-        };
-        ctx.rate_limited(scope, &state.metrics);
+        ctx.rate_limited(limited.scope);
         return Err(ProxyError::RateLimited {
-            scope,
+            scope: limited.scope.as_str(),
             retry_after: limited.retry_after,
         });
     }
@@ -283,12 +278,8 @@ fn authorize(
         now: chrono::Utc::now().with_timezone(&gate.timezone),
         has_placeholder: &has_placeholder,
     };
-    let scheme = match target.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
     let request = input::Request {
-        scheme,
+        scheme: target.scheme.as_str(),
         host: &target.host,
         port: target.port,
         parts,
@@ -296,7 +287,7 @@ fn authorize(
     };
     let input = regorus::Value::from(input::build(&context, request));
     let decision = gate.policies.decide(entrypoint, input);
-    ctx.decide(&decision, gate.policies.mode(), &state.metrics);
+    ctx.decide(&decision, gate.policies.mode());
     span.set(trace::text(
         "keyward.policy.decision",
         if decision.allow { "allow" } else { "deny" },
@@ -419,7 +410,7 @@ impl<'a> Exchange<'a> {
             if rotated(self.state, self.refs).await {
                 let again = prepare_upstream(self.state, self.target, &mut parts, plan, self.refs, ctx).await?;
                 written.extend(again);
-                ctx.retried(&self.state.metrics);
+                ctx.retried();
                 tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
                 return self.once(&parts, full(bytes), ctx).await;
             }
@@ -447,7 +438,7 @@ impl<'a> Exchange<'a> {
         span.inject(&mut parts.headers);
         let started = Instant::now();
         let result = self.attempt(parts, body).await;
-        ctx.upstream_answered(started.elapsed(), &self.state.metrics);
+        ctx.upstream_answered(started.elapsed());
         match &result {
             Ok(response) => span.set(KeyValue::new(
                 "http.response.status_code",
@@ -511,7 +502,7 @@ impl<'a> Exchange<'a> {
             drop(result);
             tokio::time::sleep(delay).await;
             attempt += 1;
-            ctx.retried(&self.state.metrics);
+            ctx.retried();
         }
     }
 }
