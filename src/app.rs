@@ -27,7 +27,7 @@ use crate::telemetry::trace::Tracing;
 use crate::tls::ca::Ca;
 use crate::tls::leaf::LeafCache;
 use crate::tls::TlsError;
-use crate::upstream::{Settings, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Why Keyward could not start (or `check` failed).
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +236,7 @@ pub async fn build(
         leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
         unmatched: config.unmatched,
         unmatched_allow_private: config.unmatched_allow_private,
-        agent_tls_timeout: config.upstream.agent_tls_handshake_timeout,
+        agent_tls_timeout: config.agent_tls_handshake_timeout,
         routes: RouteTable::new(routes),
         credentials,
         secrets: store,
@@ -362,12 +362,7 @@ fn configured_secrets(
 }
 
 fn upstream(config: &Config) -> Result<Upstream, UpstreamError> {
-    Upstream::new(Settings {
-        extra_roots: config.extra_roots.clone(),
-        resolve: config.resolve.clone(),
-        connect_timeout: config.upstream.connect_timeout,
-        pool_idle_timeout: config.upstream.pool_idle_timeout,
-    })
+    Upstream::new(config.upstream.clone())
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {

@@ -78,6 +78,7 @@ pub enum UpstreamError {
 }
 
 /// What the upstream side needs from the configuration.
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub extra_roots: Vec<PathBuf>,
     pub resolve: HashMap<String, Vec<IpAddr>>,

@@ -4,11 +4,10 @@
 mod locate;
 pub mod raw;
 mod validate;
-pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,8 @@ use crate::route::Route;
 use crate::secrets::file::FileStore;
 use crate::secrets::SecretRef;
 
-pub use raw::Unmatched;
+pub use crate::proxy::runtime::RouteLimits;
+pub use crate::proxy::Unmatched;
 
 /// A validated configuration; building one is the only way bad input is turned away.
 #[derive(Debug)]
@@ -36,16 +36,17 @@ pub struct Config {
     pub route_limits: HashMap<String, RouteLimits>,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
-    pub extra_roots: Vec<PathBuf>,
-    pub upstream: raw::RawUpstream,
-    pub limits: raw::RawLimits,
+    /// The upstream client's roots, DNS overrides and timeouts.
+    pub upstream: crate::upstream::Settings,
+    /// Limit on the agent's TLS handshake inside a CONNECT.
+    pub agent_tls_handshake_timeout: Duration,
+    pub limits: crate::proxy::Limits,
     pub shutdown_grace: Duration,
     pub secrets_file: Option<PathBuf>,
     pub vault: Option<crate::secrets::vault::Settings>,
     pub secrets_poll_interval: Duration,
     pub unmatched: Unmatched,
     pub unmatched_allow_private: bool,
-    pub resolve: HashMap<String, Vec<IpAddr>>,
     pub routes: Vec<Route>,
     pub credentials: Vec<CredentialSpec>,
     pub oauth2: Vec<crate::secrets::oauth2::Spec>,
@@ -74,18 +75,6 @@ impl TokenSource {
         }
         Ok(crate::secrets::Secret::new(value))
     }
-}
-
-/// A route's reliability settings: upstream time limits, in-flight cap and retries.
-#[derive(Debug, Clone, Default)]
-pub struct RouteLimits {
-    pub connect: Option<Duration>,
-    pub tls: Option<Duration>,
-    pub response_headers: Option<Duration>,
-    pub idle: Option<Duration>,
-    /// `(max_in_flight, queue_timeout)`.
-    pub concurrency: Option<(u32, Duration)>,
-    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// `policy:` after validation.
@@ -217,6 +206,40 @@ impl FieldError {
     }
 }
 
+/// The environment variables a configuration reads: `KEYWARD_AGENT_ID` and the OpenTelemetry exporter's
+/// standard ones. [`Config::load`] takes them from the process, so validation itself is a pure function.
+#[derive(Debug, Default, Clone)]
+pub struct Environment(HashMap<String, String>);
+
+impl Environment {
+    const NAMES: &'static [&'static str] = &[
+        "KEYWARD_AGENT_ID",
+        "OTEL_SDK_DISABLED",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ];
+
+    /// The variables as this process has them.
+    pub fn from_process() -> Self {
+        Self::from_pairs(
+            Self::NAMES
+                .iter()
+                .filter_map(|n| Some((n.to_string(), std::env::var(n).ok()?))),
+        )
+    }
+
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// A variable's value, unless it is unset or blank.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -226,9 +249,15 @@ impl Config {
         Self::parse(path, text)
     }
 
-    /// Parses and validates configuration text; `path` names it in errors and anchors relative paths.
+    /// Parses and validates configuration text with this process's environment; `path` names it in errors
+    /// and anchors relative paths.
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
-        let raw: raw::RawConfig = yaml::parse(&text).map_err(|e| {
+        Self::parse_in(path, text, &Environment::from_process())
+    }
+
+    /// As [`Config::parse`], with the environment given.
+    pub fn parse_in(path: &Path, text: String, env: &Environment) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = crate::yaml::parse(&text).map_err(|e| {
             ConfigError::Invalid(Located {
                 file: path.display().to_string(),
                 at: (e.line > 0).then_some((e.line, e.column)),
@@ -237,7 +266,7 @@ impl Config {
             })
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        match validate::validate(raw, base) {
+        match validate::validate(raw, base, env) {
             Ok(mut config) => {
                 config.path = path.to_path_buf();
                 config.text = text;
@@ -306,4 +335,33 @@ fn locate(path: &Path, text: &str, error: FieldError) -> ConfigError {
         field: error.field,
         message: error.message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_is_an_input_of_validation() {
+        let text = "ca: {cert: c, key: k}\nsecrets: {file: s}\nagent: {id: from-file}\n";
+        let path = Path::new("/etc/keyward/keyward.yaml");
+        let bare = Config::parse_in(path, text.into(), &Environment::default()).unwrap();
+        assert_eq!(bare.agent_id, "from-file");
+        assert!(bare.traces.is_none());
+        let env = Environment::from_pairs([
+            ("KEYWARD_AGENT_ID".to_string(), "from-env".to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                "http://127.0.0.1:4317".to_string(),
+            ),
+        ]);
+        let set = Config::parse_in(path, text.into(), &env).unwrap();
+        assert_eq!(set.agent_id, "from-env");
+        assert!(set.traces.is_some());
+        let blank = Environment::from_pairs([("KEYWARD_AGENT_ID".to_string(), " ".to_string())]);
+        assert_eq!(
+            Config::parse_in(path, text.into(), &blank).unwrap().agent_id,
+            "from-file"
+        );
+    }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::credentials::Inject;
+use crate::proxy::Unmatched;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -472,17 +475,6 @@ fn default_poll_interval() -> Duration {
     Duration::from_secs(2)
 }
 
-/// What happens to CONNECT targets and absolute-form hosts that no route names.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unmatched {
-    /// Intercept, then answer every request with 403 `no_route` (placeholders seen there are exfiltration).
-    #[default]
-    Deny,
-    /// Splice bytes to the destination without interception or credentials.
-    Tunnel,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -614,15 +606,4 @@ fn default_max_replay() -> u64 {
 
 fn default_max_retry_after() -> Duration {
     Duration::from_secs(5)
-}
-
-/// When a credential is written into a request.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Inject {
-    /// Only where the agent sent the placeholder.
-    #[default]
-    OnPlaceholder,
-    /// Also when the agent sent nothing: the configured header (or query parameter) is added.
-    Always,
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    Inject, PolicyMode, RawAudit, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth,
+    PolicyMode, RawAudit, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth,
     RawTraces, RawVault, RawVaultRef,
 };
-use super::{Config, FieldError, PolicyConfig, RouteLimits, TokenSource};
-use crate::credentials::{CredentialSpec, Format};
+use super::{Config, Environment, FieldError, PolicyConfig, RouteLimits, TokenSource};
+use crate::credentials::{CredentialSpec, Format, Inject};
 use crate::policy::Mode;
 use crate::ratelimit;
 use crate::route::{normalize_host, HostPattern, Route};
@@ -37,7 +37,8 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
+/// A pure function of the parsed text, where relative paths start (`base`) and the environment's values.
+pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config, FieldError> {
     let listen = raw
         .listen
         .parse()
@@ -46,8 +47,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         .admin
         .parse()
         .map_err(|_| FieldError::new("admin", "expected ip:port, e.g. 127.0.0.1:9901"))?;
-    let agent_id = std::env::var("KEYWARD_AGENT_ID")
-        .ok()
+    let agent_id = env
+        .get("KEYWARD_AGENT_ID")
+        .map(str::to_string)
         .or(raw.agent.id)
         .unwrap_or_else(|| "default".into());
     if agent_id.is_empty() {
@@ -140,7 +142,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         routes.push(route(r, &at)?);
     }
     check_placeholders(&credentials, &credential_fields)?;
-    let traces = traces(raw.telemetry.traces)?;
+    let traces = traces(raw.telemetry.traces, env)?;
     let audit = audit(raw.telemetry.audit, base)?;
     Ok(Config {
         path: Default::default(),
@@ -157,20 +159,30 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
         route_limits,
         ca_cert: base.join(raw.ca.cert),
         ca_key: base.join(raw.ca.key),
-        extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
-        upstream: raw.upstream,
-        limits: raw.limits,
+        upstream: crate::upstream::Settings {
+            extra_roots: raw.upstream_tls.extra_roots.into_iter().map(|p| base.join(p)).collect(),
+            resolve: raw
+                .resolve
+                .into_iter()
+                .map(|(h, ips)| (normalize_host(&h), ips))
+                .collect(),
+            connect_timeout: raw.upstream.connect_timeout,
+            pool_idle_timeout: raw.upstream.pool_idle_timeout,
+        },
+        agent_tls_handshake_timeout: raw.upstream.agent_tls_handshake_timeout,
+        limits: crate::proxy::Limits {
+            max_connections: raw.limits.max_connections,
+            header_read_timeout: raw.limits.header_read_timeout,
+            max_header_bytes: raw.limits.max_header_bytes,
+            max_headers: raw.limits.max_headers,
+            max_concurrent_streams: raw.limits.max_concurrent_streams,
+        },
         shutdown_grace: raw.shutdown_grace,
         secrets_file,
         vault,
         secrets_poll_interval: raw.secrets.poll_interval,
         unmatched: raw.unmatched,
         unmatched_allow_private: raw.unmatched_allow_private,
-        resolve: raw
-            .resolve
-            .into_iter()
-            .map(|(h, ips)| (normalize_host(&h), ips))
-            .collect(),
         routes,
         credentials,
         oauth2,
@@ -182,8 +194,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, FieldError> {
 
 /// Tracing is on when configured, or when the standard OTLP endpoint variables are set (then with defaults);
 /// `OTEL_SDK_DISABLED=true` turns it off either way.
-fn traces(raw: Option<RawTraces>) -> Result<Option<TraceSettings>, FieldError> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+fn traces(raw: Option<RawTraces>, vars: &Environment) -> Result<Option<TraceSettings>, FieldError> {
+    let env = |name: &str| vars.get(name).map(str::to_string);
     if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }

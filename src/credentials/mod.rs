@@ -9,12 +9,22 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::raw::Inject;
 use crate::route::Route;
 use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
 
 /// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// When a credential is written into a request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inject {
+    /// Only where the agent sent the placeholder.
+    #[default]
+    OnPlaceholder,
+    /// Also when the agent sent nothing: the configured header (or query parameter) is added.
+    Always,
+}
 
 /// A credential's `format`, split once at load time around its single `{secret}`.
 #[derive(Debug, Clone)]

@@ -59,7 +59,7 @@ pub fn engine(dir: &Path, with_tests: bool) -> Result<(Engine, u64), PolicyError
                 engine.add_data(value).map_err(|e| load_err(path, &e.to_string()))?;
             }
             _ => {
-                let json: serde_json::Value = crate::config::yaml::parse(&text)
+                let json: serde_json::Value = crate::yaml::parse(&text)
                     .map_err(|e| load_err(path, &format!("line {}: {}", e.line, e.message)))?;
                 engine
                     .add_data(Value::from(json))

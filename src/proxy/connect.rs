@@ -14,8 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::Unmatched;
 use super::{pipeline, ProxyState, Scheme, Target};
-use crate::config::Unmatched;
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
 use crate::telemetry::metrics::ConnectionGuard;

@@ -15,7 +15,6 @@ mod upload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Unmatched;
 use crate::credentials::Credentials;
 use crate::route::RouteTable;
 use crate::secrets::SecretStore;
@@ -46,8 +45,31 @@ pub struct ProxyState {
     /// The outbound canary's scrubber: every credential's current values.
     pub(crate) canary: scrubbing::ScrubberSlot,
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
-    pub limits: crate::config::raw::RawLimits,
+    pub limits: Limits,
     pub drain: Arc<crate::listener::Drain>,
+}
+
+/// What happens to CONNECT targets and absolute-form hosts that no route names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Intercept, then answer every request with 403 `no_route` (placeholders seen there are exfiltration).
+    #[default]
+    Deny,
+    /// Splice bytes to the destination without interception or credentials.
+    Tunnel,
+}
+
+/// Protection of the listeners against slow, huge or numerous clients (`limits:`, validated).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    /// Bytes of request line and headers (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Concurrent HTTP/2 streams per intercepted connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// The policy stage's settings and the running policies.

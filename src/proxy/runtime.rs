@@ -4,7 +4,8 @@
 //!
 //! It holds no secret value: scrubbers are built from the store's values when those change.
 
-use crate::config::RouteLimits;
+use std::time::Duration;
+
 use crate::ratelimit::{Concurrency, Limiter};
 use crate::route::Route;
 
@@ -42,4 +43,16 @@ impl AsRef<Route> for RouteRuntime {
     fn as_ref(&self) -> &Route {
         &self.route
     }
+}
+
+/// A route's reliability settings: upstream time limits, in-flight cap and retries.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    pub connect: Option<Duration>,
+    pub tls: Option<Duration>,
+    pub response_headers: Option<Duration>,
+    pub idle: Option<Duration>,
+    /// `(max_in_flight, queue_timeout)`.
+    pub concurrency: Option<(u32, Duration)>,
+    pub retry: Option<crate::retry::RetryPolicy>,
 }

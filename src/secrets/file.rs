@@ -133,7 +133,7 @@ fn parse(path: &Path, text: &str, required: &[String]) -> Result<HashMap<String,
     let map: HashMap<String, String> = if text.trim().is_empty() {
         HashMap::new()
     } else {
-        crate::config::yaml::parse(text).map_err(|e| FileStoreError::Parse {
+        crate::yaml::parse(text).map_err(|e| FileStoreError::Parse {
             path: path.display().to_string(),
             line: e.line,
             column: e.column,

@@ -39,7 +39,7 @@ pub fn load_settings(path: &Path) -> Result<Settings, WebhookError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    crate::config::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
+    crate::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
 }
 
 fn tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {

@@ -297,7 +297,7 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        crate::config::yaml::parse(
+        crate::yaml::parse(
             "image: ghcr.io/keyward/keyward:0.1.0\nca_secret: keyward-ca\ndefault_config: keyward-config\nenv:\n  OPENAI_API_KEY: kw-placeholder-openai\n",
         )
         .unwrap()
