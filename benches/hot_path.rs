@@ -67,7 +67,7 @@ fn swap(c: &mut Criterion) {
             b.iter(|| {
                 let mut parts = parts.clone();
                 let plan = credentials.plan(Some(route), false, &parts).unwrap();
-                credentials.write(plan, &mut parts, &store).unwrap();
+                credentials.write(&plan, &mut parts, &store).unwrap();
                 black_box(parts)
             })
         });

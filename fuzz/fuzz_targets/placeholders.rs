@@ -49,7 +49,7 @@ fuzz_target!(|input: (String, String)| {
         .into_parts()
         .0;
     if let Ok(plan) = credentials.plan(Some(route), false, &parts) {
-        if credentials.write(plan, &mut parts, &Fixed).is_ok() {
+        if credentials.write(&plan, &mut parts, &Fixed).is_ok() {
             let header = parts
                 .headers
                 .get("x-h")

@@ -112,9 +112,11 @@ impl Config {
                         json!({
                             "name": c.name,
                             "placeholder": c.placeholder,
-                            "header": c.header.as_ref().map(|h| h.as_str()),
-                            "query": c.query,
-                            "source": source(&c.secret),
+                            "header": c.kind.header().map(|h| h.as_str()),
+                            "query": c.kind.query(),
+                            "source": match &c.kind {
+                                crate::credentials::Kind::Swap(swap) => source(&swap.secret),
+                            },
                         })
                     })
                     .collect();
@@ -279,7 +281,11 @@ impl Config {
     /// Every secret the configuration reads: credentials' own, and OAuth2 client ids, secrets and refresh
     /// tokens.
     pub fn secret_refs(&self) -> Vec<SecretRef> {
-        let mut refs: Vec<SecretRef> = self.credentials.iter().map(|c| c.secret.clone()).collect();
+        let mut refs: Vec<SecretRef> = self
+            .credentials
+            .iter()
+            .flat_map(|c| c.kind.secrets().cloned())
+            .collect();
         for o in &self.oauth2 {
             refs.push(o.client_id.clone());
             refs.extend(o.client_secret.clone());
@@ -299,21 +305,25 @@ impl Config {
     /// at the first credential that names a missing one. (Vault secrets are checked when fetched.)
     pub fn verify_secrets(&self, file: &FileStore) -> Result<(), ConfigError> {
         for (spec, field) in self.credentials.iter().zip(&self.credential_fields) {
-            let names: Vec<&String> = match &spec.secret {
-                SecretRef::File(name) => vec![name],
-                SecretRef::OAuth2(name) => self
-                    .oauth2
-                    .iter()
-                    .filter(|o| &o.name == name)
-                    .flat_map(|o| [Some(&o.client_id), o.client_secret.as_ref()])
-                    .flatten()
-                    .filter_map(|r| match r {
-                        SecretRef::File(n) => Some(n),
-                        _ => None,
-                    })
-                    .collect(),
-                SecretRef::Vault(_) => continue,
-            };
+            let names: Vec<&String> = spec
+                .kind
+                .secrets()
+                .flat_map(|secret| match secret {
+                    SecretRef::File(name) => vec![name],
+                    SecretRef::OAuth2(name) => self
+                        .oauth2
+                        .iter()
+                        .filter(|o| &o.name == name)
+                        .flat_map(|o| [Some(&o.client_id), o.client_secret.as_ref()])
+                        .flatten()
+                        .filter_map(|r| match r {
+                            SecretRef::File(n) => Some(n),
+                            _ => None,
+                        })
+                        .collect(),
+                    SecretRef::Vault(_) => Vec::new(),
+                })
+                .collect();
             if let Some(name) = names.into_iter().find(|n| !file.contains(n)) {
                 let path = self.secrets_file.as_deref().unwrap_or(Path::new("?"));
                 let message = format!("no secret named `{name}` in {}", path.display());

@@ -11,7 +11,7 @@ use super::raw::{
     RawTraces, RawVault, RawVaultRef,
 };
 use super::{Config, Environment, FieldError, PolicyConfig, RouteLimits, TokenSource};
-use crate::credentials::{CredentialSpec, Format, Inject};
+use crate::credentials::{CredentialSpec, Format, Inject, Kind, Swap};
 use crate::policy::Mode;
 use crate::ratelimit;
 use crate::route::{normalize_host, HostPattern, Route};
@@ -716,11 +716,13 @@ fn credential(
         }),
         route: route.to_string(),
         placeholder: c.placeholder.clone(),
-        secret,
-        header,
-        query: c.query.clone(),
-        format,
-        inject: c.inject,
+        kind: Kind::Swap(Swap {
+            secret,
+            header,
+            query: c.query.clone(),
+            format,
+            inject: c.inject,
+        }),
     };
     Ok((spec, oauth))
 }

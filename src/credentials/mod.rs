@@ -9,48 +9,17 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+mod kinds;
+
+pub use kinds::{Format, Inject, Kind, Swap};
+
 use crate::route::Route;
 use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
 
 /// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// When a credential is written into a request.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Inject {
-    /// Only where the agent sent the placeholder.
-    #[default]
-    OnPlaceholder,
-    /// Also when the agent sent nothing: the configured header (or query parameter) is added.
-    Always,
-}
-
-/// A credential's `format`, split once at load time around its single `{secret}`.
-#[derive(Debug, Clone)]
-pub struct Format {
-    prefix: String,
-    suffix: String,
-}
-
-impl Format {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.split_once("{secret}") {
-            Some((prefix, suffix)) if !suffix.contains("{secret}") => Ok(Self {
-                prefix: prefix.into(),
-                suffix: suffix.into(),
-            }),
-            Some(_) => Err("`{secret}` may appear only once".into()),
-            None => Err("must contain `{secret}`".into()),
-        }
-    }
-
-    fn render(&self, secret: &Secret) -> String {
-        [self.prefix.as_str(), secret.expose(), self.suffix.as_str()].concat()
-    }
-}
-
-/// One configured credential.
+/// One configured credential: its placeholder, the route it is bound to, and what kind of credential it is.
 #[derive(Debug)]
 pub struct CredentialSpec {
     /// Shown in logs and errors; defaults to the secret's name.
@@ -58,11 +27,7 @@ pub struct CredentialSpec {
     /// Name of the route the credential is bound to.
     pub route: String,
     pub placeholder: String,
-    pub secret: SecretRef,
-    pub header: Option<HeaderName>,
-    pub query: Option<String>,
-    pub format: Format,
-    pub inject: Inject,
+    pub kind: Kind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +134,8 @@ impl Credentials {
         for (i, place) in found {
             let spec = &self.specs[i];
             match place {
-                Place::Header(name) if spec.header.as_ref() == Some(&name) => headers.push((name, i)),
-                Place::Query(key) if spec.query.as_deref() == Some(key.as_str()) => {}
+                Place::Header(name) if spec.kind.header() == Some(&name) => headers.push((name, i)),
+                Place::Query(key) if spec.kind.query() == Some(key.as_str()) => {}
                 place => {
                     return Err(SwapError::Misplaced {
                         credential: spec.name.clone(),
@@ -182,15 +147,16 @@ impl Credentials {
             used.push(i);
         }
         for (i, spec) in self.specs.iter().enumerate() {
-            if spec.route == route.name && spec.inject == Inject::Always && !used.contains(&i) {
-                let missing_header = spec.header.as_ref().is_some_and(|h| !parts.headers.contains_key(h));
-                let missing_query = spec.query.as_ref().is_some_and(|q| !query.iter().any(|(k, _)| k == q));
-                if missing_header {
-                    headers.push((spec.header.clone().expect("checked above"), i));
+            if spec.route == route.name && spec.kind.inject() == Inject::Always && !used.contains(&i) {
+                let missing_header = spec.kind.header().filter(|h| !parts.headers.contains_key(*h));
+                let missing_query = spec.kind.query().filter(|q| !query.iter().any(|(k, _)| k == q));
+                if let Some(header) = missing_header {
+                    headers.push((header.clone(), i));
                 }
-                if missing_query {
-                    query.push((spec.query.clone().expect("checked above"), QueryValue::Credential(i)));
+                if let Some(key) = missing_query {
+                    query.push((key.to_string(), QueryValue::Credential(i)));
                 }
+                let (missing_header, missing_query) = (missing_header.is_some(), missing_query.is_some());
                 if missing_header || missing_query {
                     used.push(i);
                 }
@@ -226,7 +192,7 @@ impl Credentials {
         self.specs
             .iter()
             .filter(move |s| route.is_none_or(|r| s.route == r))
-            .map(|s| (&s.secret, s.placeholder.as_str()))
+            .flat_map(|s| s.kind.secrets().map(|secret| (secret, s.placeholder.as_str())))
     }
 
     /// Whether the route declares any credential: its responses are scrubbed.
@@ -241,26 +207,30 @@ impl Credentials {
 
     /// The secrets a plan writes.
     pub fn secrets(&self, plan: &Plan) -> Vec<SecretRef> {
-        plan.used.iter().map(|&i| self.specs[i].secret.clone()).collect()
+        plan.used
+            .iter()
+            .flat_map(|&i| self.specs[i].kind.secrets().cloned())
+            .collect()
     }
 
-    /// Writes the real values a plan calls for, and returns each value written with its placeholder, so the
-    /// response can be scrubbed of exactly these. Nothing is changed unless every secret is available.
+    /// The early credential phase: writes the real values a plan calls for into the places it found, and
+    /// returns each value written with its placeholder, so the response can be scrubbed of exactly these.
+    /// Nothing is changed unless every secret is available.
     pub fn write(
         &self,
-        plan: Plan,
+        plan: &Plan,
         parts: &mut http::request::Parts,
         store: &dyn SecretStore,
     ) -> Result<Vec<(Secret, &str)>, SwapError> {
         let mut written = Vec::new();
         let mut values = Vec::new();
-        for (name, i) in plan.headers {
-            let secret = self.secret(i, store)?;
-            values.push((name, i, self.header_value(i, &secret)?));
-            written.push((secret, self.specs[i].placeholder.as_str()));
+        for (name, i) in &plan.headers {
+            let secret = self.secret(*i, store)?;
+            values.push((name.clone(), *i, self.header_value(*i, &secret)?));
+            written.push((secret, self.specs[*i].placeholder.as_str()));
         }
-        let uri = match plan.query {
-            Some(query) => Some(self.rebuild_uri(&parts.uri, &query, store, &mut written)?),
+        let uri = match &plan.query {
+            Some(query) => Some(self.rebuild_uri(&parts.uri, query, store, &mut written)?),
             None => None,
         };
         for (name, i, value) in values {
@@ -270,6 +240,15 @@ impl Credentials {
             parts.uri = uri;
         }
         Ok(written)
+    }
+
+    /// The late credential phase, on the request as it leaves Keyward (after hop-by-hop stripping and the
+    /// final URI): where a signing kind signs. A swap has nothing left to do.
+    pub fn late(&self, plan: &Plan, parts: &mut http::request::Parts) -> Result<(), SwapError> {
+        for &i in &plan.used {
+            self.specs[i].kind.late(parts)?;
+        }
+        Ok(())
     }
 
     /// Whether `bytes` contain any configured placeholder.
@@ -332,14 +311,16 @@ impl Credentials {
 
     fn secret(&self, i: usize, store: &dyn SecretStore) -> Result<Secret, SwapError> {
         let spec = &self.specs[i];
-        store.get(&spec.secret).map_err(|source| SwapError::Secret {
+        let Kind::Swap(swap) = &spec.kind;
+        store.get(&swap.secret).map_err(|source| SwapError::Secret {
             credential: spec.name.clone(),
             source,
         })
     }
 
     fn header_value(&self, i: usize, secret: &Secret) -> Result<HeaderValue, SwapError> {
-        let rendered = self.specs[i].format.render(secret);
+        let Kind::Swap(swap) = &self.specs[i].kind;
+        let rendered = swap.format.render(secret);
         let mut value =
             HeaderValue::try_from(rendered).map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
         value.set_sensitive(true);
@@ -360,7 +341,8 @@ impl Credentials {
                 QueryValue::Raw(pair) => out.push_str(pair),
                 QueryValue::Credential(i) => {
                     let secret = self.secret(*i, store)?;
-                    let rendered = self.specs[*i].format.render(&secret);
+                    let Kind::Swap(swap) = &self.specs[*i].kind;
+                    let rendered = swap.format.render(&secret);
                     out.push_str(&utf8_percent_encode(key, QUERY_VALUE).to_string());
                     out.push('=');
                     out.push_str(&utf8_percent_encode(&rendered, QUERY_VALUE).to_string());
@@ -378,7 +360,7 @@ impl Credentials {
 impl CredentialSpec {
     /// Where this credential's placeholder may appear, for the refusal message.
     fn allowed(&self) -> String {
-        match (&self.header, &self.query) {
+        match (self.kind.header(), self.kind.query()) {
             (Some(h), Some(q)) => format!("header `{h}` and query key `{q}`"),
             (Some(h), None) => format!("header `{h}`"),
             (None, Some(q)) => format!("query key `{q}`"),
@@ -458,11 +440,13 @@ mod tests {
             name: name.into(),
             route: route.into(),
             placeholder: placeholder.into(),
-            secret: SecretRef::File(name.into()),
-            header: header.map(|h| HeaderName::try_from(h).unwrap()),
-            query: query.map(Into::into),
-            format: Format::parse(format).unwrap(),
-            inject,
+            kind: Kind::Swap(Swap {
+                secret: SecretRef::File(name.into()),
+                header: header.map(|h| HeaderName::try_from(h).unwrap()),
+                query: query.map(Into::into),
+                format: Format::parse(format).unwrap(),
+                inject,
+            }),
         }
     }
 
@@ -488,7 +472,7 @@ mod tests {
         ) -> Result<Vec<String>, SwapError> {
             let plan = self.plan(route, plain, parts)?;
             let names = self.names(&plan);
-            self.write(plan, parts, store)?;
+            self.write(&plan, parts, store)?;
             Ok(names)
         }
     }
@@ -634,7 +618,7 @@ mod tests {
         );
         let written = {
             let plan = creds.plan(Some(&route("ai", false)), false, &p).unwrap();
-            creds.write(plan, &mut p, &store).unwrap()
+            creds.write(&plan, &mut p, &store).unwrap()
         };
         let values: Vec<_> = p.headers.get_all("authorization").iter().collect();
         assert_eq!(values, ["Basic other", "Bearer sk-1"]);

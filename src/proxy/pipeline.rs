@@ -313,7 +313,7 @@ async fn prepare_upstream<'a>(
 ) -> Result<Vec<(Secret, &'a str)>, ProxyError> {
     let span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
     state.secrets.prepare(refs).await;
-    let written = match state.credentials.write(plan, parts, &*state.secrets) {
+    let written = match state.credentials.write(&plan, parts, &*state.secrets) {
         Ok(written) => written,
         Err(e) => {
             let e = ProxyError::from(e);
@@ -326,6 +326,7 @@ async fn prepare_upstream<'a>(
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;
+    state.credentials.late(&plan, parts)?;
     Ok(written)
 }
 
