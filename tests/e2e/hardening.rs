@@ -18,7 +18,8 @@ use crate::routes;
 use crate::support::clients::{curl, Reply};
 use crate::support::echo::Echo;
 use crate::support::proxy::{binary, config_yaml, workdir, Proxy};
-use crate::support::{eventually, secret, MARKER};
+use crate::oauth2::client_credentials_routes;
+use crate::support::{eventually, masked, secret, MARKER};
 
 /// Resident memory is read in KiB.
 const MIB_IN_KIB: u64 = 1024;
@@ -66,15 +67,6 @@ fn code(reply: &Reply) -> String {
 /// (status, error code): what assertion messages print, never a body that could hold a secret.
 fn outcome(reply: &Reply) -> (u16, String) {
     (reply.status, code(reply))
-}
-
-/// Text safe to print in an assertion message: real secrets masked.
-fn masked(text: &str) -> String {
-    if text.contains(MARKER) {
-        "<text holding a real secret>".into()
-    } else {
-        text.to_string()
-    }
 }
 
 /// A raw answer read off a socket: status (0 when the peer closed without one), error code from
@@ -916,31 +908,6 @@ async fn connect_inside_an_intercepted_tunnel_is_refused() {
 
 // ---- Items 6, 21, 22, 23: OAuth2 token endpoints that misbehave ----------------------------------------------
 
-/// One route on the echo upstream with a client_credentials OAuth2 credential `crm`.
-fn oauth_routes(echo: &Echo, refresh_before: &str) -> String {
-    format!(
-        r#"
-routes:
-  - name: echo
-    hosts: ["localhost:*"]
-    allow_private: true
-    credentials:
-      - name: crm
-        placeholder: kw-placeholder-crm
-        header: Authorization
-        format: "Bearer {{secret}}"
-        oauth2:
-          token_url: https://localhost:{port}/oauth/token
-          refresh_before: {refresh_before}
-          allow_private: true
-          grant: client_credentials
-          client_id: {{ secret: oauth_client_id }}
-          client_secret: {{ secret: oauth_client_secret }}
-"#,
-        port = echo.port()
-    )
-}
-
 async fn crm_call(proxy: &Proxy, echo: &Echo) -> Reply {
     let url = format!("https://localhost:{}/v1/accounts", echo.port());
     curl(proxy, &["-H", "Authorization: Bearer kw-placeholder-crm", &url]).await
@@ -952,7 +919,7 @@ async fn a_huge_expires_in_neither_panics_nor_refetches() {
     let one = |expires_in: serde_json::Value| async move {
         let echo = Echo::https().await;
         echo.token_expires_in(expires_in.clone());
-        let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+        let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
         let first = join_all((0..5).map(|_| crm_call(&proxy, &echo)).collect()).await;
         for reply in first.iter() {
             assert_eq!(reply.status, 200, "expires_in {expires_in}: {reply:?}");
@@ -974,7 +941,7 @@ async fn a_huge_expires_in_neither_panics_nor_refetches() {
 async fn expires_in_zero_means_at_most_one_token_request_per_second() {
     let echo = Echo::https().await;
     echo.token_expires_in(json!(0));
-    let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
     let started = Instant::now();
     for _ in 0..20 {
         let reply = crm_call(&proxy, &echo).await;
@@ -992,7 +959,7 @@ async fn expires_in_zero_means_at_most_one_token_request_per_second() {
 async fn a_negative_expires_in_is_an_expired_token() {
     let echo = Echo::https().await;
     echo.token_expires_in(json!(-5));
-    let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
     let reply = crm_call(&proxy, &echo).await;
     assert_eq!(outcome(&reply), (503, "secret_unavailable".into()));
     assert!(
@@ -1005,7 +972,7 @@ async fn a_negative_expires_in_is_an_expired_token() {
 async fn a_token_endpoint_that_never_answers_fails_requests_in_bounded_time() {
     let echo = Echo::https().await;
     echo.token_endpoint_stalls(true);
-    let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
     let started = Instant::now();
     let replies = join_all((0..3).map(|_| crm_call(&proxy, &echo)).collect()).await;
     for reply in &replies {
@@ -1029,7 +996,7 @@ async fn a_due_but_valid_token_keeps_serving_while_its_refresh_hangs() {
     let echo = Echo::https().await;
     // Tokens live 32 s and are due for refresh 30 s before expiry: due after 2 s, valid for 30 s more.
     echo.token_lifetime(32);
-    let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
     assert_eq!(crm_call(&proxy, &echo).await.status, 200);
     echo.token_endpoint_stalls(true);
     tokio::time::sleep(Duration::from_millis(2200)).await; // until the token is due (no signal to wait on)
@@ -1077,7 +1044,7 @@ async fn token_endpoint_errors_echoing_credentials_or_newlines_reach_neither_age
         async move {
             let echo = Echo::https().await;
             echo.token_endpoint_answers(Some((401, error)));
-            let proxy = Proxy::spawn_with_env(&oauth_routes(&echo, "30s"), &[("KEYWARD_LOG_FORMAT", "human")]).await;
+            let proxy = Proxy::spawn_with_env(&client_credentials_routes(&echo), &[("KEYWARD_LOG_FORMAT", "human")]).await;
             let reply = crm_call(&proxy, &echo).await;
             assert_eq!(outcome(&reply), (503, "secret_unavailable".into()));
             proxy
@@ -1111,7 +1078,7 @@ async fn a_huge_access_token_is_refused_without_freezing_the_proxy() {
         200,
         json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}),
     )));
-    let proxy = Proxy::spawn(&oauth_routes(&echo, "30s")).await;
+    let proxy = Proxy::spawn(&client_credentials_routes(&echo)).await;
     let admin = proxy.admin;
     let stop = Arc::new(AtomicBool::new(false));
     let probe = {

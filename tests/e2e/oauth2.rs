@@ -34,7 +34,8 @@ routes:
     )
 }
 
-fn client_credentials_routes(echo: &Echo) -> String {
+/// The `crm` credential with the client_credentials grant (client id and secret from the secrets file).
+pub fn client_credentials_routes(echo: &Echo) -> String {
     oauth_routes(
         echo,
         "          grant: client_credentials\n          client_id: { secret: oauth_client_id }\n          client_secret: { secret: oauth_client_secret }\n          scopes: [api, read]\n",

@@ -44,13 +44,7 @@ pub struct Received {
 /// Assertion messages print requests; real secret values in them are masked so test output stays clean too.
 impl std::fmt::Debug for Received {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mask = |v: &str| {
-            if v.contains(super::MARKER) {
-                "<real secret>".to_string()
-            } else {
-                v.to_string()
-            }
-        };
+        let mask = super::masked;
         let headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
         f.debug_struct("Received")
             .field("method", &self.method)

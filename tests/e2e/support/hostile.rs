@@ -46,13 +46,7 @@ pub struct Seen {
 /// Real secret values in assertion messages would end up in the test output: masked.
 impl std::fmt::Debug for Seen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mask = |v: &str| {
-            if v.contains(super::MARKER) {
-                "<real secret>".to_string()
-            } else {
-                v.to_string()
-            }
-        };
+        let mask = super::masked;
         f.debug_struct("Seen")
             .field("up", &self.up)
             .field("path", &self.path)

@@ -25,6 +25,15 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("oauth_client_secret", "cs-REALSECRET-42"),
 ];
 
+/// Text fit for an assertion message: anything holding a real secret (the marker, in any case) is masked.
+pub fn masked(text: &str) -> String {
+    if text.to_ascii_lowercase().contains(&MARKER.to_ascii_lowercase()) {
+        "<real secret>".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
 pub fn secret(name: &str) -> &'static str {
     SECRETS
         .iter()
