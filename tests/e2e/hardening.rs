@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::oauth2::client_credentials_routes;
 use crate::routes;
 use crate::support::clients::{curl, Reply};
 use crate::support::echo::Echo;
 use crate::support::proxy::{binary, config_yaml, workdir, Proxy};
-use crate::oauth2::client_credentials_routes;
 use crate::support::{eventually, masked, secret, MARKER};
 
 /// Resident memory is read in KiB.
@@ -1044,7 +1044,8 @@ async fn token_endpoint_errors_echoing_credentials_or_newlines_reach_neither_age
         async move {
             let echo = Echo::https().await;
             echo.token_endpoint_answers(Some((401, error)));
-            let proxy = Proxy::spawn_with_env(&client_credentials_routes(&echo), &[("KEYWARD_LOG_FORMAT", "human")]).await;
+            let proxy =
+                Proxy::spawn_with_env(&client_credentials_routes(&echo), &[("KEYWARD_LOG_FORMAT", "human")]).await;
             let reply = crm_call(&proxy, &echo).await;
             assert_eq!(outcome(&reply), (503, "secret_unavailable".into()));
             proxy
