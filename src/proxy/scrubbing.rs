@@ -303,6 +303,13 @@ impl Scrubbed {
     }
 }
 
+/// A compressed body that cannot be decoded (corrupt, truncated, or a decompression bomb) ends the response
+/// in error, and says why in the log (the agent sees a broken transfer, after what was already sent).
+fn cut_off(route: &str, error: std::io::Error) -> BoxError {
+    tracing::warn!(route, error = %error, "response body cut off");
+    BoxError::from(error)
+}
+
 impl HttpBody for Scrubbed {
     type Data = Bytes;
     type Error = BoxError;
@@ -311,7 +318,7 @@ impl HttpBody for Scrubbed {
         let this = &mut *self;
         loop {
             if let Some(decoder) = this.decoder.as_mut().filter(|d| d.has_input()) {
-                let plain = decoder.step()?;
+                let plain = decoder.step().map_err(|e| cut_off(&this.route, e))?;
                 if let Some(out) = this.push(&plain) {
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
@@ -349,7 +356,7 @@ impl HttpBody for Scrubbed {
                         // Trailers end the body: what is held goes out first, the trailers on the next poll.
                         if let Ok(trailers) = frame.into_trailers() {
                             if let Some(decoder) = &this.decoder {
-                                decoder.finish()?;
+                                decoder.finish().map_err(|e| cut_off(&this.route, e))?;
                             }
                             this.ended = true;
                             this.trailers = Some(this.scrub_trailers(trailers));
@@ -361,7 +368,7 @@ impl HttpBody for Scrubbed {
                 },
                 Poll::Ready(None) => {
                     if let Some(decoder) = &this.decoder {
-                        decoder.finish()?;
+                        decoder.finish().map_err(|e| cut_off(&this.route, e))?;
                     }
                     this.ended = true;
                     if let Some(out) = this.flush() {

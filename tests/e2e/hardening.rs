@@ -248,6 +248,10 @@ async fn a_gzip_bomb_is_inflated_only_as_read_and_cut_off_with_flat_memory() {
         "one bomb: {size} bytes reached the agent (status {status}, curl exit {exit})"
     );
     assert_ne!(exit, 0, "the bomb is cut off with an error, not delivered whole");
+    let why = proxy
+        .wait_for_log("response body cut off", Duration::from_secs(5))
+        .await;
+    assert!(why.contains("256:1"), "the log says why: {why}");
     let one = rss.peak().saturating_sub(baseline);
     assert!(
         one <= 16 * MIB_IN_KIB,
