@@ -92,7 +92,9 @@ impl RequestCtx {
     /// `canary` finds real secrets: a path that carries one is recorded redacted (the request is refused).
     pub fn start<B>(state: &ProxyState, target: &Target, req: &http::Request<B>, canary: Option<&Scrubber>) -> Self {
         let uri = req.uri();
-        let query = uri.query().map(redact_query);
+        // Only the audit line and the span show the query; without either, it is not built.
+        let recorded = state.audit.enabled() || state.tracing.is_some();
+        let query = uri.query().filter(|_| recorded).map(redact_query);
         let path = match canary {
             Some(scrubber) if super::scrubbing::in_url_part(scrubber, uri.path()) => {
                 "[redacted: the path carried a real secret]".to_string()
