@@ -187,6 +187,7 @@ pub async fn build(
     if generated {
         let path = crate::admin_token::publish(&config, files.admin_token, &token)
             .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         tracing::info!(path = %path.display(), "no admin_token configured: generated one for the admin API (`keyward admin` reads it)");
     }
     let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
