@@ -277,6 +277,8 @@ pub struct RawLimits {
     /// Concurrent HTTP/2 streams per intercepted connection.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    #[serde(default = "default_idle_connection_timeout", with = "humantime_serde")]
+    pub idle_connection_timeout: Duration,
 }
 
 impl Default for RawLimits {
@@ -287,8 +289,13 @@ impl Default for RawLimits {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            idle_connection_timeout: default_idle_connection_timeout(),
         }
     }
+}
+
+fn default_idle_connection_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_max_concurrent_streams() -> u32 {

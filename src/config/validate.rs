@@ -67,7 +67,11 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
         }) => Some(TokenSource::File(base.join(file))),
         Some(_) => return Err(FieldError::new("admin_token", "set exactly one of `env` or `file`")),
     };
-    if raw.limits.max_connections == 0 || raw.limits.max_headers == 0 || raw.limits.header_read_timeout.is_zero() {
+    if raw.limits.max_connections == 0
+        || raw.limits.max_headers == 0
+        || raw.limits.header_read_timeout.is_zero()
+        || raw.limits.idle_connection_timeout.is_zero()
+    {
         return Err(FieldError::new(
             "limits",
             "max_connections, max_headers and header_read_timeout must be above zero",
@@ -176,6 +180,7 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
             max_header_bytes: raw.limits.max_header_bytes,
             max_headers: raw.limits.max_headers,
             max_concurrent_streams: raw.limits.max_concurrent_streams,
+            idle_connection_timeout: raw.limits.idle_connection_timeout,
         },
         shutdown_grace: raw.shutdown_grace,
         secrets_file,

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::idle::{Counted, Idle};
 use super::Unmatched;
 use super::{pipeline, ProxyState, Scheme, Target};
 use crate::listener::Slot;
@@ -114,9 +115,14 @@ where
     let target_host = target.host.clone();
     let target = Arc::new(target);
     let state_for_kill = state.clone();
+    let idle = Idle::new();
+    let requests = idle.clone();
     let service = service_fn(move |req| {
-        let (state, target) = (state.clone(), target.clone());
-        async move { Ok::<_, Infallible>(pipeline::handle(state, target, req).await) }
+        let (state, target, active) = (state.clone(), target.clone(), requests.enter());
+        async move {
+            let response = pipeline::handle(state, target, req).await;
+            Ok::<_, Infallible>(response.map(|body| Counted::wrap(body, active)))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let limits = &state_for_kill.limits;
@@ -144,6 +150,9 @@ where
         }
         _ = kill_switch.blocked(&state_for_kill.agent.id) => {
             tracing::warn!(host = %target_host, "kill switch: intercepted connection closed");
+        }
+        _ = idle.expired(limits.idle_connection_timeout) => {
+            tracing::debug!(host = %target_host, "idle intercepted connection closed");
         }
     }
 }

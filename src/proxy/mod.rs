@@ -6,6 +6,7 @@ pub mod connect;
 pub mod ctx;
 pub mod error;
 mod headers;
+mod idle;
 pub mod inflate;
 pub mod pipeline;
 pub mod runtime;
@@ -70,6 +71,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Concurrent HTTP/2 streams per intercepted connection.
     pub max_concurrent_streams: u32,
+    /// An intercepted connection with no request in flight for this long is closed.
+    pub idle_connection_timeout: Duration,
 }
 
 /// The policy stage's settings and the running policies.

@@ -360,6 +360,38 @@ async fn h2_stuck_in_a_header_block_is_closed_within_the_header_timeout() {
     }
 }
 
+/// A well-behaved HTTP/2 client answers the keep-alive pings; its pooled connection must still not hold a place
+/// under `max_connections` for good once it has nothing in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2_connection_that_answers_pings_is_closed_after_the_idle_timeout() {
+    use http_body_util::BodyExt;
+    let echo = Echo::https().await;
+    let limits = "limits: { header_read_timeout: 1s, idle_connection_timeout: 2s }\n";
+    let proxy = Proxy::spawn(&format!("{limits}{}", routes())).await;
+    let tls = tls_tunnel(&proxy, "localhost", echo.port(), b"h2").await;
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(io)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("https://localhost:{}/v1/a", echo.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let idle_from = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    let after = idle_from.elapsed();
+    assert!(closed.is_ok(), "the idle connection was still open after 10 s");
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(5),
+        "closed {after:?} after its last request (idle timeout 2 s, pings every 1 s)"
+    );
+}
+
 // ---- Item 10: an admin-listener flood does not starve the probes --------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
