@@ -138,7 +138,11 @@ pub fn canary(
     };
     let place = if in_url_part(scrubber, parts.uri.path()) {
         "the path"
-    } else if parts.headers.values().any(|v| scrubber.found_in(v.as_bytes())) {
+    } else if parts
+        .headers
+        .iter()
+        .any(|(name, value)| scrubber.found_in(name.as_str().as_bytes()) || scrubber.found_in(value.as_bytes()))
+    {
         "a header"
     } else if parts.uri.query().is_some_and(|q| in_url_part(scrubber, q)) {
         "the query"

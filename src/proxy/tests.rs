@@ -258,6 +258,7 @@ async fn early_refusals_read_nothing_and_forward_nothing() {
         ("/v1/..%2fadmin", &[PLACEHOLDER], 400, "bad_request"),
         ("/v2", &[], 403, "no_route"),
         ("/v1", &[("X-Leak", SECRET)], 403, "secret_in_request"),
+        ("/v1", &[(SECRET, "1")], 403, "secret_in_request"),
         ("/v1/kw-placeholder-inproc", &[], 403, "placeholder_misplaced"),
         ("/v2/kw-placeholder-inproc", &[], 403, "placeholder_not_bound"),
     ];
