@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -107,6 +108,20 @@ def wait_port(port, limit=20):
     raise SystemExit(f"nothing listening on {port}")
 
 
+def wait_ready(admin_port, limit):
+    """Until Keyward's /readyz answers 200: its listeners are bound before the CA and secrets are loaded."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"keyward (admin port {admin_port}) not ready after {limit} s")
+
+
 def nginx(pk, port):
     big = WORK / "big.bin"
     with open(big, "wb") as f:
@@ -153,8 +168,18 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-def keyward(pk, upstream_port, features, telemetry, collector, workers=None):
-    name = f"keyward-{'on' if features else 'off'}{'-telemetry' if telemetry else ''}{'-w' + str(workers) if workers else ''}"
+# What each Keyward subject turns on: (credential swap, policy + rate limit, traces, audit output).
+KINDS = {
+    "all": (True, True, True, "file"),
+    "swap-audit-stdout": (True, False, False, "stdout"),
+    "telemetry-off": (True, True, False, "off"),
+    "off": (False, False, False, "off"),
+}
+
+
+def keyward(pk, upstream_port, kind, collector, workers=None, wrapper=()):
+    swap, features, traces, audit = KINDS[kind]
+    name = f"keyward-{kind}{'-w' + str(workers) if workers else ''}"
     d = WORK / name
     d.mkdir()
     (d / "secrets.yaml").write_text(f"bench_key: {SECRET}\n")
@@ -164,11 +189,13 @@ def keyward(pk, upstream_port, features, telemetry, collector, workers=None):
       - placeholder: {PLACEHOLDER}
         secret: bench_key
         header: Authorization
-        format: "Bearer {{secret}}"
-    rate_limit: {{ per_second: 1000000, burst: 1000000 }}""" if features else ""
+        format: "Bearer {{secret}}\"""" if swap else ""
+    rate = "\n    rate_limit: { per_second: 1000000, burst: 1000000 }" if features else ""
     policy = f"policy:\n  dir: {ROOT}/policies/readonly\n" if features else ""
-    tel = (f"telemetry:\n  audit:\n    output: {d}/audit.jsonl\n  traces:\n    endpoint: http://127.0.0.1:{collector}\n"
-           "    protocol: http/protobuf\n" if telemetry else "telemetry:\n  audit:\n    output: \"off\"\n")
+    output = {"file": f"{d}/audit.jsonl", "stdout": "stdout", "off": '"off"'}[audit]
+    tel = f"telemetry:\n  audit:\n    output: {output}\n"
+    if traces:
+        tel += f"  traces:\n    endpoint: http://127.0.0.1:{collector}\n    protocol: http/protobuf\n"
     (d / "keyward.yaml").write_text(f"""listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
 agent: {{ id: bench-agent }}
@@ -179,15 +206,38 @@ secrets: {{ file: secrets.yaml }}
 {policy}{tel}routes:
   - name: bench
     hosts: ["localhost:*"]
-    allow_private: true{credentials}
+    allow_private: true{credentials}{rate}
 """)
     env = {"KEYWARD_LOG": "warn"}
     if workers:
         env["TOKIO_WORKER_THREADS"] = str(workers)
-    p = Proc([ROOT / "target/release/keyward", "run", "--config", d / "keyward.yaml"], PROXY_CPU, name, env=env)
-    wait_port(port)
-    wait_port(admin)
+    cmd = [*wrapper, ROOT / "target/release/keyward", "run", "--config", d / "keyward.yaml"]
+    p = Proc(cmd, PROXY_CPU, name, env=env)
+    wait_ready(admin, limit=120 if wrapper else 20)
     return p, port, d / "ca" / "ca.crt"
+
+
+def allocations(pk, up, collector_port, kinds):
+    """Heap allocations per request, counted by valgrind's DHAT on the release binary: two runs of the same
+    keep-alive load with different request counts, so start-up and shutdown cancel out of the difference."""
+    small = f"https://localhost:{up}/small"
+    out = {}
+    for kind in kinds:
+        blocks = {}
+        for n in (200, 1200):
+            dhat = WORK / f"dhat-{kind}-{n}.json"
+            p, port, ca = keyward(pk, up, kind, collector_port,
+                                  wrapper=["valgrind", "--tool=dhat", f"--dhat-out-file={dhat}"])
+            subprocess.run(["taskset", "-c", LOAD_CPU, "oha", "--no-tui", "-n", str(n), "-c", "4", "--cacert", str(ca),
+                            "-H", f"Authorization: Bearer {PLACEHOLDER}", "-x", f"http://127.0.0.1:{port}", small],
+                           check=True, stdout=subprocess.DEVNULL)
+            os.killpg(p.p.pid, signal.SIGTERM)
+            p.p.wait(120)
+            blocks[n] = sum(pp["tbk"] for pp in json.loads(dhat.read_text())["pps"])
+            shutil.rmtree(WORK / f"keyward-{kind}")
+        out[kind] = (blocks[1200] - blocks[200]) / 1000
+        print(f"{kind}: {out[kind]:.0f} allocations per request", flush=True)
+    return out
 
 
 def squid(pk, port):
@@ -382,8 +432,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    ap.add_argument("--profile", choices=["on", "on-telemetry-off", "off"],
+    ap.add_argument("--profile", choices=list(KINDS),
                     help="instead of the comparison: perf-record Keyward under keep-alive load, print the top symbols")
+    ap.add_argument("--allocations", action="store_true",
+                    help="instead of the comparison: heap allocations per request of each Keyward subject (valgrind DHAT)")
     ap.add_argument("--serve-sse", nargs=2, metavar=("PORT", "PKI"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_sse:
@@ -405,9 +457,16 @@ def main():
     events, events_port = sse_server(pk)
     procs.append(events)
     secs = args.seconds
+    if args.allocations:
+        try:
+            allocations(pk, up, collector_port, list(KINDS))
+        finally:
+            for p in procs:
+                p.stop()
+            collector.shutdown()
+        return
     if args.profile:
-        features, telemetry = {"on": (True, True), "on-telemetry-off": (True, False), "off": (False, False)}[args.profile]
-        p, port, ca = keyward(pk, up, features, telemetry, collector_port)
+        p, port, ca = keyward(pk, up, args.profile, collector_port)
         procs.append(p)
         try:
             oha(small, ca, port, seconds=2)
@@ -427,10 +486,11 @@ def main():
     results = {}
     try:
         subjects = {"direct": (None, None, pk / "ca.crt")}
-        for label, features, telemetry in [("keyward (all features)", True, True),
-                                           ("keyward (features, telemetry off)", True, False),
-                                           ("keyward (features off)", False, False)]:
-            p, port, ca = keyward(pk, up, features, telemetry, collector_port)
+        for label, kind in [("keyward (all features)", "all"),
+                            ("keyward (swap + audit to stdout)", "swap-audit-stdout"),
+                            ("keyward (features, telemetry off)", "telemetry-off"),
+                            ("keyward (features off)", "off")]:
+            p, port, ca = keyward(pk, up, kind, collector_port)
             procs.append(p)
             subjects[label] = (p, port, ca)
         p, port, ca = squid(pk, free_port())
@@ -451,7 +511,7 @@ def main():
         # Worker threads on the one pinned core: the default (1, from the affinity mask) against 2 and 4.
         workers = {}
         for w in [1, 2, 4]:
-            p, port, ca = keyward(pk, up, True, False, collector_port, workers=w)
+            p, port, ca = keyward(pk, up, "telemetry-off", collector_port, workers=w)
             procs.append(p)
             oha(small, ca, port, seconds=2)
             workers[w] = measured(p, lambda: oha(small, ca, port, secs))
@@ -513,7 +573,9 @@ def report(out, results, workers, big, idle, secs):
         *rows,
         "",
         "`keyward (all features)`: route match, Rego policy (`policies/readonly`), placeholder swap, rate limit, "
-        "OTLP traces over HTTP/protobuf to a local sink and the audit log to a file. `features, telemetry off`: the same "
+        "OTLP traces over HTTP/protobuf to a local sink and the audit log to a file. `swap + audit to stdout`: one "
+        "swapped credential and the default audit output (stdout, here the process log file), no policy, no rate "
+        "limit, no traces. `features, telemetry off`: the same as all features "
         "without traces and audit. `features off`: a route with no credential, no policy, no rate limit, no telemetry.",
         "",
         f"Telemetry (traces + audit) costs {tel_on - tel_off:.0f} µs of proxy CPU per request "

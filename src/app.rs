@@ -222,7 +222,8 @@ pub async fn build(
             let limits = route_limits.remove(&route.name).unwrap_or_default();
             let rate = route_rates.remove(&route.name).map(Limiter::new);
             let scrubbed = credentials.route_has_any(&route.name);
-            RouteRuntime::new(route, limits, rate, scrubbed)
+            let handles = metrics.route(&config.agent_id, Some(&route.name));
+            RouteRuntime::new(route, limits, rate, scrubbed, handles)
         })
         .collect();
     let state = Arc::new(ProxyState {
@@ -241,6 +242,7 @@ pub async fn build(
         routes: RouteTable::new(routes),
         credentials,
         secrets: store,
+        unrouted: metrics.route(&config.agent_id, None),
         metrics,
         tracing: traces.clone(),
         audit,

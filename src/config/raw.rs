@@ -82,6 +82,9 @@ pub struct RawTraces {
     pub export_timeout: Duration,
     #[serde(default = "default_service_name")]
     pub service_name: String,
+    /// Policy, secrets and each upstream attempt as child spans; off, they are events on the request span.
+    #[serde(default)]
+    pub child_spans: bool,
 }
 
 impl Default for RawTraces {
@@ -95,6 +98,7 @@ impl Default for RawTraces {
             flush_interval: default_trace_flush(),
             export_timeout: default_trace_timeout(),
             service_name: default_service_name(),
+            child_spans: false,
         }
     }
 }

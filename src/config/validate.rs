@@ -263,6 +263,7 @@ fn traces(raw: Option<RawTraces>, vars: &Environment) -> Result<Option<TraceSett
         flush_interval: raw.flush_interval,
         export_timeout: raw.export_timeout,
         service_name: raw.service_name,
+        child_spans: raw.child_spans,
     }))
 }
 

@@ -13,6 +13,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
 use super::error::ProxyError;
+use super::runtime::RouteRuntime;
 use super::{ProxyState, Scheme, Target};
 use crate::credentials::SwapError;
 use crate::policy::{Decision, Mode};
@@ -73,7 +74,7 @@ pub struct RequestCtx {
     query: Option<String>,
     host: String,
     port: u16,
-    route: Option<String>,
+    route: Option<Arc<RouteRuntime>>,
     user: Option<String>,
     credentials: Vec<String>,
     /// Upstream attempts after the first (transient failures, rotated credentials).
@@ -141,10 +142,10 @@ impl RequestCtx {
     }
 
     pub fn route(&self) -> Option<&str> {
-        self.route.as_deref()
+        self.route.as_deref().map(RouteRuntime::name)
     }
 
-    pub fn set_route(&mut self, route: Option<String>) {
+    pub fn set_route(&mut self, route: Option<Arc<RouteRuntime>>) {
         self.route = route;
     }
 
@@ -215,10 +216,9 @@ impl RequestCtx {
     /// once the body is done.
     pub fn respond(self, status: StatusCode, state: Arc<ProxyState>) -> Completion {
         let metrics = &state.metrics;
-        let route = self.route.as_deref();
+        let handles = self.route.as_ref().map_or(&state.unrouted, |r| &r.metrics);
         metrics.request(&RequestOutcome {
-            agent: &state.agent.id,
-            route,
+            route: handles,
             method: &self.method,
             status,
             decision: self.decision.as_ref().map(|d| d.outcome.as_str()),
@@ -226,18 +226,18 @@ impl RequestCtx {
             duration: self.started.elapsed(),
         });
         for took in &self.attempts {
-            metrics.upstream_duration(route, *took);
+            handles.upstream_duration(*took);
         }
         for _ in 0..self.retries {
-            metrics.retried(route);
+            handles.retried();
         }
         if let Some(scope) = self.ratelimited {
-            metrics.rate_limited(route, scope.as_str());
+            metrics.rate_limited(handles, scope.as_str());
         }
         if let Some(d) = self.decision.as_ref().filter(|d| d.outcome != PolicyOutcome::Allow) {
-            metrics.policy_denial(route, d.code.as_deref(), &d.reason);
+            metrics.policy_denial(handles, d.code.as_deref(), &d.reason);
             if d.outcome == PolicyOutcome::ShadowDeny {
-                tracing::warn!(request_id = %self.id, reason = %d.reason, route = route.unwrap_or("-"),
+                tracing::warn!(request_id = %self.id, reason = %d.reason, route = self.route().unwrap_or("-"),
                     method = %self.method, host = %self.host, path = %self.path,
                     "policy would deny (shadow mode): request forwarded");
             }
@@ -299,7 +299,7 @@ impl Drop for Completion {
                 trace_id: ctx.trace.trace_id(),
                 agent_id: &self.state.agent.id,
                 user_id: ctx.user.as_deref(),
-                route: ctx.route.as_deref(),
+                route: ctx.route(),
                 method: ctx.method.as_str(),
                 scheme: ctx.scheme.as_str(),
                 host: &ctx.host,
@@ -321,8 +321,8 @@ impl Drop for Completion {
         }
         tracing::debug!(request_id = %ctx.id, status = self.status.as_u16(), outcome, duration_ms, "request done");
         let trace = std::mem::replace(&mut ctx.trace, RequestTrace::OFF);
-        if let Some(route) = &ctx.route {
-            trace.set(trace::text("keyward.route", route.clone()));
+        if let Some(route) = ctx.route() {
+            trace.set(trace::text("keyward.route", route.to_string()));
             trace.rename(format!("{} {route}", ctx.method));
         }
         if let Some(user) = &ctx.user {

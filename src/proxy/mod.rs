@@ -40,6 +40,8 @@ pub struct ProxyState {
     pub unmatched_allow_private: bool,
     pub agent_tls_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// Metric handles for requests that match no route.
+    pub unrouted: crate::telemetry::metrics::RouteMetrics,
     /// `None` when tracing is off.
     pub tracing: Option<Arc<crate::telemetry::trace::Tracing>>,
     pub audit: crate::telemetry::audit::AuditLog,

@@ -166,7 +166,7 @@ fn route(
             "an encoded `/` or `\\`, a `\\` or double percent-encoding in the path is ambiguous on a route limited to paths",
         ));
     }
-    ctx.set_route(route.as_ref().map(|r| r.name().to_string()));
+    ctx.set_route(route.clone());
     let user = take_user(&mut parts.headers, &state.user_header)?;
     ctx.set_user(user.clone());
     Ok((route, user))
@@ -268,7 +268,7 @@ fn authorize(
     let entrypoint = route
         .and_then(|r| r.route.policy.as_deref())
         .unwrap_or(&gate.entrypoint);
-    let span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
+    let mut span = ctx.span("keyward.policy", SpanKind::Internal, Vec::new());
     let has_placeholder = |b: &[u8]| state.credentials.has_placeholder(b);
     let context = input::Context {
         agent: &state.agent,
@@ -311,7 +311,7 @@ async fn prepare_upstream<'a>(
     refs: &[SecretRef],
     ctx: &mut RequestCtx,
 ) -> Result<Vec<(Secret, &'a str)>, ProxyError> {
-    let span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
+    let mut span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
     state.secrets.prepare(refs).await;
     let written = match state.credentials.write(&plan, parts, &*state.secrets) {
         Ok(written) => written,
@@ -428,7 +428,7 @@ impl<'a> Exchange<'a> {
         ctx: &mut RequestCtx,
     ) -> Result<Response<Incoming>, ProxyError> {
         let mut parts = parts.clone();
-        let span = ctx.span(
+        let mut span = ctx.span(
             "keyward.upstream",
             SpanKind::Client,
             vec![

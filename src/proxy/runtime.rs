@@ -1,5 +1,5 @@
 //! One runtime object per route: everything a request on the route needs (its matching rules, limits,
-//! rate limiter, in-flight cap, whether it is scrubbed and its scrubber), built once at start. The pipeline
+//! rate limiter, in-flight cap, whether it is scrubbed, its scrubber and its metric handles), built once at start. The pipeline
 //! gets an `Arc<RouteRuntime>` from the route table and never looks a route up by name again.
 //!
 //! It holds no secret value: scrubbers are built from the store's values when those change.
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::ratelimit::{Concurrency, Limiter};
 use crate::route::Route;
+use crate::telemetry::metrics::RouteMetrics;
 
 use super::scrubbing::ScrubberSlot;
 
@@ -19,12 +20,20 @@ pub struct RouteRuntime {
     /// The route declares credentials: its responses are scrubbed, and asked for uncompressed.
     pub scrubbed: bool,
     pub(crate) scrubber: ScrubberSlot,
+    pub metrics: RouteMetrics,
 }
 
 impl RouteRuntime {
-    pub fn new(route: Route, limits: RouteLimits, rate: Option<Limiter>, scrubbed: bool) -> Self {
+    pub fn new(
+        route: Route,
+        limits: RouteLimits,
+        rate: Option<Limiter>,
+        scrubbed: bool,
+        metrics: RouteMetrics,
+    ) -> Self {
         let concurrency = limits.concurrency.map(|(max, queue)| Concurrency::new(max, queue));
         Self {
+            metrics,
             route,
             limits,
             rate,

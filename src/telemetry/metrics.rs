@@ -2,7 +2,7 @@
 //! sets (error codes), so cardinality is bounded by the config, never by traffic.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,8 +25,8 @@ const MAX_LABEL: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    agent: String,
-    route: String,
+    agent: Arc<str>,
+    route: Arc<str>,
     method: &'static str,
     status_class: &'static str,
     decision: &'static str,
@@ -35,18 +35,18 @@ struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DenialLabels {
-    route: String,
+    route: Arc<str>,
     reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitedLabels {
-    route: String,
+    route: Arc<str>,
     scope: &'static str,
 }
 
@@ -61,10 +61,31 @@ struct InfoLabels {
     version: &'static str,
 }
 
+/// A route's metric handles and label values, built once with its runtime object (and once for requests that
+/// match no route), so a request emits its metrics without building a label string or hashing one for the
+/// per-route series.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    agent: Arc<str>,
+    route: Arc<str>,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    retries: Counter,
+}
+
+impl RouteMetrics {
+    pub fn upstream_duration(&self, duration: Duration) {
+        self.upstream_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+}
+
 /// What one finished request contributes to the request metrics.
 pub struct RequestOutcome<'a> {
-    pub agent: &'a str,
-    pub route: Option<&'a str>,
+    pub route: &'a RouteMetrics,
     pub method: &'a http::Method,
     pub status: http::StatusCode,
     pub decision: Option<&'static str>,
@@ -80,7 +101,7 @@ fn latency_histogram() -> Histogram {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    route: String,
+    route: Arc<str>,
     decision: &'static str,
 }
 
@@ -298,11 +319,22 @@ impl Metrics {
             .set(1);
     }
 
+    /// The handles for `route` (`None`: requests that match no route, labelled `none`).
+    pub fn route(&self, agent: &str, route: Option<&str>) -> RouteMetrics {
+        let route: Arc<str> = Arc::from(route.unwrap_or("none"));
+        let labels = RouteLabels { route: route.clone() };
+        RouteMetrics {
+            agent: Arc::from(agent),
+            request_duration: self.request_duration.get_or_create(&labels).clone(),
+            upstream_duration: self.upstream_duration.get_or_create(&labels).clone(),
+            retries: self.retries.get_or_create(&labels).clone(),
+            route,
+        }
+    }
+
     pub fn request(&self, r: &RequestOutcome<'_>) {
-        let route = r.route.unwrap_or("none").to_string();
-        self.request_duration
-            .get_or_create(&RouteLabels { route: route.clone() })
-            .observe(r.duration.as_secs_f64());
+        let route = &r.route.route;
+        r.route.request_duration.observe(r.duration.as_secs_f64());
         if let Some(decision) = r.decision {
             self.policy_decisions
                 .get_or_create(&DecisionLabels {
@@ -313,8 +345,8 @@ impl Metrics {
         }
         self.requests
             .get_or_create(&RequestLabels {
-                agent: r.agent.to_string(),
-                route,
+                agent: r.route.agent.clone(),
+                route: route.clone(),
                 method: method_label(r.method),
                 status_class: status_class(r.status),
                 decision: r.decision.unwrap_or("none"),
@@ -323,16 +355,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_duration(&self, route: Option<&str>, duration: Duration) {
-        let route = route.unwrap_or("none").to_string();
-        self.upstream_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(duration.as_secs_f64());
-    }
-
     /// Counts a denial by route and reason label: the policy's `code` when it gives one, else its reason cut
     /// to [`MAX_LABEL`] characters; past [`MAX_DENIAL_REASONS`] distinct labels, `other`.
-    pub fn policy_denial(&self, route: Option<&str>, code: Option<&str>, reason: &str) {
+    pub fn policy_denial(&self, route: &RouteMetrics, code: Option<&str>, reason: &str) {
         let label: String = code.unwrap_or(reason).chars().take(MAX_LABEL).collect();
         let reason = {
             let mut seen = self.denial_reasons.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,18 +367,13 @@ impl Metrics {
                 "other".to_string()
             }
         };
-        let route = route.unwrap_or("none").to_string();
+        let route = route.route.clone();
         self.denials.get_or_create(&DenialLabels { route, reason }).inc();
     }
 
-    pub fn rate_limited(&self, route: Option<&str>, scope: &'static str) {
-        let route = route.unwrap_or("none").to_string();
+    pub fn rate_limited(&self, route: &RouteMetrics, scope: &'static str) {
+        let route = route.route.clone();
         self.rate_limited.get_or_create(&LimitedLabels { route, scope }).inc();
-    }
-
-    pub fn retried(&self, route: Option<&str>) {
-        let route = route.unwrap_or("none").to_string();
-        self.retries.get_or_create(&RouteLabels { route }).inc();
     }
 
     /// Counts an agent connection as open until the returned guard is dropped.
@@ -469,10 +489,11 @@ mod tests {
     #[test]
     fn denial_reasons_are_capped() {
         let m = Metrics::default();
+        let r = m.route("a", Some("r"));
         for i in 0..(MAX_DENIAL_REASONS + 10) {
-            m.policy_denial(Some("r"), None, &format!("reason {i}"));
+            m.policy_denial(&r, None, &format!("reason {i}"));
         }
-        m.policy_denial(Some("r"), None, "reason 0");
+        m.policy_denial(&r, None, "reason 0");
         let text = m.render();
         let series = text
             .lines()
@@ -486,14 +507,15 @@ mod tests {
     #[test]
     fn a_code_labels_the_denial_and_long_reasons_are_cut() {
         let m = Metrics::default();
+        let r = m.route("a", Some("r"));
         for i in 0..100 {
             m.policy_denial(
-                Some("r"),
+                &r,
                 Some("tool_not_allowed"),
                 &format!("tool {} {i}", "x".repeat(60_000)),
             );
         }
-        m.policy_denial(Some("r"), None, &"y".repeat(60_000));
+        m.policy_denial(&r, None, &"y".repeat(60_000));
         let text = m.render();
         assert!(text.contains("reason=\"tool_not_allowed\"} 100"), "{text}");
         assert!(text.contains(&format!("reason=\"{}\"}} 1", "y".repeat(64))));
@@ -504,19 +526,19 @@ mod tests {
     fn exercised() -> Metrics {
         let m = Metrics::default();
         m.agent("a");
+        let r = m.route("a", Some("r"));
         m.request(&RequestOutcome {
-            agent: "a",
-            route: Some("r"),
+            route: &r,
             method: &http::Method::GET,
             status: http::StatusCode::OK,
             decision: Some("allow"),
             outcome: "forwarded",
             duration: Duration::from_millis(1),
         });
-        m.upstream_duration(Some("r"), Duration::from_millis(1));
-        m.policy_denial(Some("r"), None, "no");
-        m.rate_limited(Some("r"), "route");
-        m.retried(Some("r"));
+        r.upstream_duration(Duration::from_millis(1));
+        m.policy_denial(&r, None, "no");
+        m.rate_limited(&r, "route");
+        r.retried();
         drop(m.connection_opened());
         m.spans_dropped("queue_full", 1);
         m.audit_dropped();

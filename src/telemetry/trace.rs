@@ -1,5 +1,8 @@
-//! OpenTelemetry traces: one server span per intercepted request, child spans for the policy, the secret
-//! lookup and each upstream attempt, W3C trace context continued from the agent and passed to the upstream.
+//! OpenTelemetry traces: one server span per intercepted request, W3C trace context continued from the agent
+//! and passed to the upstream. The policy decision, the secret lookup and each upstream attempt are events on
+//! that span by default; `child_spans: true` makes each a child span instead. Events cost a fraction of a span:
+//! a span is a separate record the export queue encodes and ships, an event is a few values on one that
+//! already exists (see BENCHMARKS.md for the measured difference).
 //!
 //! Spans carry names and codes only (route, credential names, decision); the query is recorded with its values
 //! replaced, and no header value is ever copied into a span. With tracing off every call here is a no-op
@@ -7,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -38,6 +41,8 @@ pub struct TraceSettings {
     pub flush_interval: Duration,
     pub export_timeout: Duration,
     pub service_name: String,
+    /// Policy, secrets and upstream attempts as child spans rather than events on the request span.
+    pub child_spans: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,7 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     flusher: Flusher,
     propagator: TraceContextPropagator,
+    child_spans: bool,
 }
 
 impl Tracing {
@@ -99,6 +105,7 @@ impl Tracing {
             provider,
             flusher,
             propagator: TraceContextPropagator::new(),
+            child_spans: settings.child_spans,
         })
     }
 
@@ -114,9 +121,21 @@ pub struct RequestTrace {
     cx: Option<(Arc<Tracing>, Context)>,
 }
 
-/// One child span; ends when dropped.
+/// One step of a request (policy, secrets, an upstream attempt): a child span, or an event on the request span
+/// written when it ends. Either way it is recorded when dropped.
 pub struct ChildSpan {
-    cx: Option<Context>,
+    step: Step,
+}
+
+enum Step {
+    Off,
+    Span(Context),
+    Event {
+        request: Context,
+        name: &'static str,
+        attributes: Vec<KeyValue>,
+        started: Instant,
+    },
 }
 
 impl RequestTrace {
@@ -162,18 +181,25 @@ impl RequestTrace {
     }
 
     pub fn child(&self, name: &'static str, kind: SpanKind, attributes: Vec<KeyValue>) -> ChildSpan {
-        let Some((tracing, parent)) = &self.cx else {
-            return ChildSpan { cx: None };
+        let step = match &self.cx {
+            None => Step::Off,
+            Some((tracing, parent)) if tracing.child_spans => {
+                let span = tracing
+                    .tracer
+                    .span_builder(name)
+                    .with_kind(kind)
+                    .with_attributes(attributes)
+                    .start_with_context(&tracing.tracer, parent);
+                Step::Span(parent.with_span(span))
+            }
+            Some((_, parent)) => Step::Event {
+                request: parent.clone(),
+                name,
+                attributes,
+                started: Instant::now(),
+            },
         };
-        let span = tracing
-            .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attributes)
-            .start_with_context(&tracing.tracer, parent);
-        ChildSpan {
-            cx: Some(parent.with_span(span)),
-        }
+        ChildSpan { step }
     }
 
     /// Ends the server span; an error status for 5xx answers, as the HTTP conventions ask of server spans.
@@ -192,31 +218,49 @@ impl RequestTrace {
 }
 
 impl ChildSpan {
-    pub fn set(&self, attribute: KeyValue) {
-        if let Some(cx) = &self.cx {
-            cx.span().set_attribute(attribute);
+    pub fn set(&mut self, attribute: KeyValue) {
+        match &mut self.step {
+            Step::Off => {}
+            Step::Span(cx) => cx.span().set_attribute(attribute),
+            Step::Event { attributes, .. } => attributes.push(attribute),
         }
     }
 
-    pub fn fail(&self, error_type: &'static str) {
-        if let Some(cx) = &self.cx {
-            cx.span().set_attribute(KeyValue::new("error.type", error_type));
+    /// Marks the step failed; as a child span that is an error status, as an event an `error.type` attribute
+    /// (the request span's own status is set once, when it ends).
+    pub fn fail(&mut self, error_type: &'static str) {
+        self.set(KeyValue::new("error.type", error_type));
+        if let Step::Span(cx) = &self.step {
             cx.span().set_status(Status::error(error_type));
         }
     }
 
-    /// Writes `traceparent` (and `tracestate`) naming this span, replacing whatever the agent sent.
+    /// Writes `traceparent` (and `tracestate`) naming this step's span, or the request span when steps are
+    /// events, replacing whatever the agent sent.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Some(cx) = &self.cx {
-            TraceContextPropagator::new().inject_context(cx, &mut HeaderWrite(headers));
-        }
+        let cx = match &self.step {
+            Step::Off => return,
+            Step::Span(cx) | Step::Event { request: cx, .. } => cx,
+        };
+        TraceContextPropagator::new().inject_context(cx, &mut HeaderWrite(headers));
     }
 }
 
 impl Drop for ChildSpan {
     fn drop(&mut self) {
-        if let Some(cx) = &self.cx {
-            cx.span().end();
+        match std::mem::replace(&mut self.step, Step::Off) {
+            Step::Off => {}
+            Step::Span(cx) => cx.span().end(),
+            Step::Event {
+                request,
+                name,
+                mut attributes,
+                started,
+            } => {
+                let micros = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+                attributes.push(KeyValue::new("duration_us", micros));
+                request.span().add_event(name, attributes);
+            }
         }
     }
 }

@@ -34,7 +34,8 @@ fn with_policy(extra: &str) -> String {
 /// Nothing secret, and no query value, in any attribute of any span.
 fn assert_clean(spans: &[ReceivedSpan]) {
     for span in spans {
-        for (key, value) in &span.attributes {
+        let events = span.events.iter().flat_map(|(_, attributes)| attributes);
+        for (key, value) in span.attributes.iter().chain(events) {
             assert!(!value.contains(QUERY_VALUE), "{key} holds a query value: {value}");
             for (_, secret) in SECRETS {
                 assert!(!value.contains(secret), "{key} of {} holds a real secret", span.name);
@@ -55,7 +56,7 @@ async fn spans_reach_an_otlp_grpc_collector_and_continue_the_agents_trace_to_the
     let collector = Collector::grpc().await;
     let echo = Echo::https().await;
     let proxy = Proxy::spawn(&with_policy(&format!(
-        "telemetry:\n  traces:\n    endpoint: {}\n    protocol: grpc\n    flush_interval: 100ms\n",
+        "telemetry:\n  traces:\n    endpoint: {}\n    protocol: grpc\n    flush_interval: 100ms\n    child_spans: true\n",
         collector.url()
     )))
     .await;
@@ -149,10 +150,18 @@ async fn the_http_protobuf_exporter_is_configured_by_the_standard_otel_variables
         .find(|s| s.kind == SERVER && s.attr("http.request.method") == Some("GET"))
         .unwrap();
     assert_eq!(get.parent_span_id, "", "without traceparent the proxy starts the trace");
-    let upstream = child(&spans, get, "keyward.upstream");
+    // By default the steps are events on the request span, which is the only span and the upstream's parent.
+    assert_eq!(
+        spans.iter().filter(|s| s.trace_id == get.trace_id).count(),
+        1,
+        "{spans:#?}"
+    );
+    assert_eq!(get.event("keyward.policy")["keyward.policy.decision"], "allow");
+    assert!(get.event("keyward.secrets").contains_key("duration_us"));
+    assert_eq!(get.event("keyward.upstream")["http.response.status_code"], "200");
     assert_eq!(
         echo.requests()[0].header("traceparent").unwrap(),
-        format!("00-{}-{}-01", get.trace_id, upstream.span_id)
+        format!("00-{}-{}-01", get.trace_id, get.span_id)
     );
     let post = spans
         .iter()

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 
 /// One received span, flattened for assertions. Ids are lowercase hex, as in `traceparent`.
@@ -27,11 +28,22 @@ pub struct ReceivedSpan {
     pub service: String,
     /// Attribute values rendered as strings; arrays as their items joined by `,`.
     pub attributes: BTreeMap<String, String>,
+    /// The span's events by name, with their attributes rendered the same way.
+    pub events: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl ReceivedSpan {
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
+    }
+
+    /// The attributes of this span's event `name`; panics when it has none.
+    pub fn event(&self, name: &str) -> &BTreeMap<String, String> {
+        self.events
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, attributes)| attributes)
+            .unwrap_or_else(|| panic!("no {name} event on {self:#?}"))
     }
 }
 
@@ -67,15 +79,23 @@ impl Sink {
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     service: service.clone(),
-                    attributes: span
-                        .attributes
+                    attributes: rendered(&span.attributes),
+                    events: span
+                        .events
                         .iter()
-                        .map(|a| (a.key.clone(), render(a.value.as_ref().and_then(|v| v.value.as_ref()))))
+                        .map(|e| (e.name.clone(), rendered(&e.attributes)))
                         .collect(),
                 });
             }
         }
     }
+}
+
+fn rendered(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .map(|a| (a.key.clone(), render(a.value.as_ref().and_then(|v| v.value.as_ref()))))
+        .collect()
 }
 
 #[tonic::async_trait]
