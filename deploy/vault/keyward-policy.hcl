@@ -1,8 +1,12 @@
-# The Vault (or OpenBao) policy Keyward needs: read the KV secrets its credentials name, nothing else.
-# Token self-lookup and self-renewal come from Vault's built-in `default` policy, attached to every token.
-# Narrow the paths to the agents this sidecar serves.
+# A static Vault (or OpenBao) policy for Keyward: read the KV secrets its credentials name, nothing else.
+# approle-setup.sh installs it. Token self-lookup and self-renewal come from Vault's built-in `default` policy,
+# attached to every token.
+#
+# Narrow the paths to the one agent this AppRole serves: `agents/*` lets the token read every agent's
+# secrets. In Kubernetes do not use this file: kubernetes-setup.sh writes a templated policy that confines
+# each sidecar to its own agent's path.
 
-# KV v2 mounted at secret/: reads go to secret/data/<path> (add secret/data/<path>?version=N needs the same).
+# KV v2 mounted at secret/: reads go to secret/data/<path> (reads of secret/data/<path>?version=N need the same).
 path "secret/data/agents/*" {
   capabilities = ["read"]
 }
