@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process serves), `/readyz` (config, CA, secrets and policy are loaded),
-//! `/metrics` (Prometheus text), `POST /reload` (recompile the policies; a broken one is refused), the kill
+//! `/metrics` (Prometheus text), `POST /reload` (the config file, else the policies; a broken one is refused), the kill
 //! switch (`POST /block`, `/unblock`, `/agents/{id}/block`, `/agents/{id}/unblock`, `GET /blocked`) and
 //! `GET /config` (redacted). Everything but the probes and `/metrics` requires the admin token, which always
 //! exists (generated at start when none is configured, see [`crate::admin_token`]).
@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 use serde_json::json;
 
 use crate::killswitch::KillSwitch;
-use crate::policy::Policies;
+use crate::reload::{Outcome, Reloader};
+
+const JSON: &str = "application/json";
 use crate::secrets::{Secret, SecretStore};
 use crate::telemetry::metrics::Metrics;
 
@@ -54,10 +56,9 @@ impl Readiness {
 pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
-    pub policies: Option<Arc<Policies>>,
     pub kill_switch: Arc<KillSwitch>,
-    /// `/config`, computed once at start.
-    pub config: serde_json::Value,
+    /// The configuration in force (`/config`, its policies) and `POST /reload`.
+    pub reloader: Arc<Reloader>,
     /// Every endpoint but the probes and `/metrics` requires `Authorization: Bearer <token>`.
     pub token: Secret,
 }
@@ -112,7 +113,6 @@ async fn serve(admin: Arc<Admin>, stream: TcpStream) {
 }
 
 async fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    const JSON: &str = "application/json";
     let open = req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
     if !open && !authorized(admin, req) {
         return reply(
@@ -141,16 +141,18 @@ async fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             JSON,
             json!({ "blocked": admin.kill_switch.status() }).to_string(),
         ),
-        (&Method::GET, "/config") => reply(StatusCode::OK, JSON, admin.config.to_string()),
+        (&Method::GET, "/config") => reply(StatusCode::OK, JSON, admin.reloader.view().to_string()),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, JSON, r#"{"status":"ok"}"#.into()),
         (&Method::GET, "/readyz") => {
-            // A refused policy reload leaves the previous policy enforcing: reported here, not "unready".
-            let policy_error = admin.policies.as_ref().and_then(|p| p.last_error());
+            // A refused reload leaves the previous configuration or policy in force: reported here, not
+            // "unready".
+            let policy_error = admin.reloader.policies().and_then(|p| p.last_error());
+            let config_error = admin.reloader.last_error();
             match admin.readiness.get() {
                 None => reply(
                     StatusCode::OK,
                     JSON,
-                    json!({ "ready": true, "policy_error": policy_error }).to_string(),
+                    json!({ "ready": true, "policy_error": policy_error, "config_error": config_error }).to_string(),
                 ),
                 Some(reason) => reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -202,12 +204,28 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `POST /reload`: the config file if it changed (see [`crate::reload`]), else the policy directory.
 async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
-    let Some(policies) = admin.policies.clone() else {
+    let (status, body) = match admin.reloader.reload().await {
+        Ok(Outcome::Applied { restart_needed }) => (
+            StatusCode::OK,
+            json!({ "config": "reloaded", "restart_needed": restart_needed }),
+        ),
+        Ok(Outcome::Unchanged) => return reload_policy(admin).await,
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": "config_reload_failed", "message": e.to_string() }),
+        ),
+    };
+    reply(status, JSON, body.to_string())
+}
+
+async fn reload_policy(admin: &Admin) -> Response<Full<Bytes>> {
+    let Some(policies) = admin.reloader.policies() else {
         return reply(
             StatusCode::OK,
-            "application/json",
-            r#"{"policy":"none configured"}"#.into(),
+            JSON,
+            json!({ "config": "unchanged", "policy": "none configured" }).to_string(),
         );
     };
     let result = tokio::task::spawn_blocking(move || policies.reload()).await;
@@ -217,7 +235,7 @@ async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
             tracing::info!(changed, "policy reloaded through the admin API");
             (
                 StatusCode::OK,
-                json!({ "policy": if changed { "reloaded" } else { "unchanged" } }),
+                json!({ "config": "unchanged", "policy": if changed { "reloaded" } else { "unchanged" } }),
             )
         }
         Ok(Err(e)) => {
@@ -233,7 +251,7 @@ async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
             json!({ "error": "internal", "message": e.to_string() }),
         ),
     };
-    reply(status, "application/json", body.to_string())
+    reply(status, JSON, body.to_string())
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

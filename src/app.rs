@@ -14,8 +14,9 @@ use crate::listener::Drain;
 use crate::policy::input::Agent;
 use crate::policy::{self, Policies, PolicyError};
 use crate::proxy::runtime::RouteRuntime;
-use crate::proxy::{PolicyGate, ProxyState};
+use crate::proxy::{Live, PolicyGate, ProxyState};
 use crate::ratelimit::Limiter;
+use crate::reload::Reloader;
 use crate::route::RouteTable;
 use crate::secrets::file::{FileStore, FileStoreError};
 use crate::secrets::oauth2::OAuth2Store;
@@ -128,17 +129,42 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
 
 /// Everything built from a configuration, ready to serve.
 pub struct Running {
-    pub state: Arc<ProxyState>,
+    pub live: Arc<Live>,
     admin: Arc<Admin>,
     readiness: Arc<Readiness>,
     traces: Option<Arc<Tracing>>,
+    reloader: Arc<Reloader>,
     max_connections: usize,
     shutdown_grace: std::time::Duration,
 }
 
-/// Builds the proxy from a validated configuration: telemetry, policies, the admin API's state, secret
-/// stores (with their refresh tasks), the CA and per-route runtime objects. `secrets` replaces the configured
-/// stores (tests count what the pipeline reads).
+impl Running {
+    /// The configuration in force now.
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.live.load()
+    }
+}
+
+/// What outlives a configuration: built once at start and handed to every configuration the process runs.
+/// Changing any of it needs a restart (see [`crate::reload`]).
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub audit: AuditLog,
+    pub traces: Option<Arc<Tracing>>,
+    pub upstream: Arc<Upstream>,
+    pub secrets: Arc<dyn crate::secrets::SecretStore>,
+    /// The configured stores, when not replaced by a test store: a reload checks new secret references here.
+    pub stores: Option<Arc<Secrets>>,
+    pub leaves: Arc<LeafCache>,
+    pub kill_switch: Arc<KillSwitch>,
+    pub drain: Arc<Drain>,
+    pub limits: crate::proxy::Limits,
+}
+
+/// Builds the proxy from a validated configuration: telemetry, the admin API's state, secret stores (with
+/// their refresh tasks), the CA, then the configuration's own state ([`state`]). `secrets` replaces the
+/// configured stores (tests count what the pipeline reads).
 pub async fn build(
     config: Config,
     files: RunFiles<'_>,
@@ -156,21 +182,11 @@ pub async fn build(
         None => None,
     };
     let readiness = Arc::new(Readiness::starting());
-    let policies = policies(&config)?;
-    let kill_switch = Arc::new(KillSwitch::default());
     let (token, generated) = crate::admin_token::at_start(&config)
         .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
-    let admin = Arc::new(Admin {
-        readiness: readiness.clone(),
-        metrics: metrics.clone(),
-        policies: policies.clone(),
-        kill_switch: kill_switch.clone(),
-        config: config.redacted(),
-        token: token.clone(),
-    });
     let upstream = Arc::new(upstream(&config)?);
-    let store: Arc<dyn crate::secrets::SecretStore> = match secrets {
-        Some(store) => store,
+    let (store, stores): (Arc<dyn crate::secrets::SecretStore>, _) = match secrets {
+        Some(store) => (store, None),
         None => {
             let store = configured_secrets(&config, &metrics, &upstream)?;
             if let Some(file) = &store.file {
@@ -179,7 +195,7 @@ pub async fn build(
             if let Some(vault) = &store.vault {
                 tokio::spawn(vault.clone().run());
             }
-            store
+            (store.clone(), Some(store))
         }
     };
     readiness.watch_secrets(store.clone());
@@ -199,10 +215,50 @@ pub async fn build(
         let certs = crate::tls::bundle::write(bundle, &config.ca_cert)?;
         tracing::info!(path = %bundle.display(), certificates = certs, "trust bundle written (system roots + Keyward CA)");
     }
-    let gate = match (&config.policy, policies) {
+    let shared = Shared {
+        leaves: Arc::new(LeafCache::new(ca, metrics.certificates_minted.clone())?),
+        metrics: metrics.clone(),
+        audit,
+        traces: traces.clone(),
+        upstream,
+        secrets: store,
+        stores,
+        kill_switch: Arc::new(KillSwitch::default()),
+        drain: Arc::new(Drain::default()),
+        limits: config.limits.clone(),
+    };
+    let (max_connections, shutdown_grace) = (config.limits.max_connections, config.shutdown_grace);
+    let state = state(&config, &shared).await?;
+    let live = Arc::new(Live::new(state));
+    let reloader = Arc::new(Reloader::new(config, shared.clone(), live.clone()));
+    let admin = Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics,
+        kill_switch: shared.kill_switch.clone(),
+        reloader: reloader.clone(),
+        token,
+    });
+    Ok(Running {
+        live,
+        admin,
+        readiness,
+        traces,
+        reloader,
+        max_connections,
+        shutdown_grace,
+    })
+}
+
+/// The state one configuration runs with: its routes' runtime objects, credentials, policy and rate limits,
+/// over the process's [`Shared`] parts. Built at start and again by every accepted reload; in-flight requests
+/// finish on the state they started with.
+pub async fn state(config: &Config, shared: &Shared) -> Result<Arc<ProxyState>, StartError> {
+    let metrics = &shared.metrics;
+    let gate = match (&config.policy, policies(config)?) {
         (Some(p), Some(policies)) => {
             let m = metrics.clone();
-            tokio::spawn(policies.clone().watch(p.poll_interval, move |ok| m.policy_reload(ok)));
+            let watched = Arc::downgrade(&policies);
+            tokio::spawn(Policies::watch(watched, p.poll_interval, move |ok| m.policy_reload(ok)));
             Some(PolicyGate {
                 policies,
                 entrypoint: p.entrypoint.clone(),
@@ -212,12 +268,13 @@ pub async fn build(
         }
         _ => None,
     };
-    let credentials = Credentials::new(config.credentials);
-    let mut route_limits = config.route_limits;
-    let mut route_rates: std::collections::HashMap<String, _> = config.route_rate_limits.into_iter().collect();
+    let credentials = Credentials::new(config.credentials.clone());
+    let mut route_limits = config.route_limits.clone();
+    let mut route_rates: std::collections::HashMap<String, _> = config.route_rate_limits.iter().cloned().collect();
     let routes = config
         .routes
-        .into_iter()
+        .iter()
+        .cloned()
         .map(|route| {
             let limits = route_limits.remove(&route.name).unwrap_or_default();
             let rate = route_rates.remove(&route.name).map(Limiter::new);
@@ -234,44 +291,39 @@ pub async fn build(
         user_header: config.user_header.clone(),
         policy: gate,
         agent_rate: config.agent_rate_limit.clone().map(Limiter::new),
-        upstream,
-        leaves: LeafCache::new(ca, metrics.certificates_minted.clone())?,
+        upstream: shared.upstream.clone(),
+        leaves: shared.leaves.clone(),
         unmatched: config.unmatched,
         unmatched_allow_private: config.unmatched_allow_private,
         agent_tls_timeout: config.agent_tls_handshake_timeout,
         routes: RouteTable::new(routes),
         credentials,
-        secrets: store,
+        secrets: shared.secrets.clone(),
         unrouted: metrics.route(&config.agent_id, None),
-        metrics,
-        tracing: traces.clone(),
-        audit,
+        metrics: metrics.clone(),
+        tracing: shared.traces.clone(),
+        audit: shared.audit.clone(),
         canary: Default::default(),
-        kill_switch,
-        limits: config.limits.clone(),
-        drain: Arc::new(Drain::default()),
+        kill_switch: shared.kill_switch.clone(),
+        limits: shared.limits.clone(),
+        drain: shared.drain.clone(),
     });
     let limited = state.agent_rate.is_some() || state.routes.iter().any(|r| r.rate.is_some());
     if limited {
-        let state = state.clone();
+        // Holds the state weakly: a replaced configuration's limiters go once its last request is done.
+        let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
             loop {
                 tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
                 let routes = state.routes.iter().filter_map(|r| r.rate.as_ref());
                 routes.chain(&state.agent_rate).for_each(Limiter::evict);
             }
         });
     }
     crate::proxy::scrubbing::prime(&state).await;
-    Ok(Running {
-        state,
-        admin,
-        readiness,
-        traces,
-        max_connections: config.limits.max_connections,
-        shutdown_grace: config.shutdown_grace,
-    })
+    Ok(state)
 }
 
 /// Serves the proxy and admin listeners until `shutdown`, then drains in-flight requests (up to the grace
@@ -283,13 +335,15 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
     let Running {
-        state,
+        live,
         admin: admin_state,
         readiness,
         traces,
+        reloader,
         max_connections,
         shutdown_grace,
     } = running;
+    let state = live.load();
     for listener in [&proxy, &admin] {
         if let Ok(addr) = listener.local_addr() {
             state.upstream.forbid_own(addr);
@@ -304,10 +358,11 @@ pub async fn serve(
         "keyward listening"
     );
     readiness.set(None);
+    tokio::spawn(reloader.watch(shutdown.clone()));
     let drain = state.drain.clone();
     let finished = state.clone();
     crate::listener::serve(proxy, shutdown, max_connections, move |stream, peer, slot| {
-        crate::proxy::connect::serve(state.clone(), stream, peer, slot)
+        crate::proxy::connect::serve(live.clone(), stream, peer, slot)
     })
     .await;
     tracing::info!(

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod retry;
 pub mod route;
 pub mod scrub;

@@ -83,7 +83,7 @@ impl HostPattern {
 }
 
 /// A route as matching needs it; what it grants lives with the credentials.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub hosts: Vec<HostPattern>,

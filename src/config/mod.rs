@@ -56,6 +56,23 @@ pub struct Config {
     pub audit: crate::telemetry::audit::AuditSettings,
 }
 
+/// Top-level sections that belong to the process rather than to one configuration: listeners, the admin
+/// token, the CA, the upstream client, connection limits, secret backends, name overrides and telemetry. A
+/// live reload keeps their running values (see [`crate::reload`]).
+pub const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "admin",
+    "admin_token",
+    "ca",
+    "upstream_tls",
+    "upstream",
+    "limits",
+    "shutdown_grace",
+    "secrets",
+    "resolve",
+    "telemetry",
+];
+
 /// Where a token is read from at start.
 #[derive(Debug, Clone)]
 pub enum TokenSource {
@@ -297,6 +314,23 @@ impl Config {
     }
 
     /// Places a problem found at start (outside validation) at its field in this file.
+    /// The file's text as loaded.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The [`RESTART_ONLY`] sections that differ in `new`, compared as parsed YAML (so comments and layout
+    /// do not count).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let parse = |text: &str| serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_or_default();
+        let (old, new) = (parse(&self.text), parse(&new.text));
+        RESTART_ONLY
+            .iter()
+            .copied()
+            .filter(|key| old.get(key) != new.get(key))
+            .collect()
+    }
+
     pub fn error_at(&self, error: FieldError) -> ConfigError {
         locate(&self.path, &self.text, error)
     }

@@ -7,13 +7,13 @@ use http::header::HeaderName;
 use super::SwapError;
 use crate::secrets::{Secret, SecretRef};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Kind {
     /// One secret written, in `format`, into the configured header or query value.
     Swap(Swap),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Swap {
     pub secret: SecretRef,
     pub header: Option<HeaderName>,

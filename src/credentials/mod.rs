@@ -20,7 +20,7 @@ use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// One configured credential: its placeholder, the route it is bound to, and what kind of credential it is.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CredentialSpec {
     /// Shown in logs and errors; defaults to the secret's name.
     pub name: String,

@@ -171,23 +171,27 @@ impl Policies {
         self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Polls the policy directory and reloads on change, logging the outcome.
-    pub async fn watch(self: Arc<Self>, every: Duration, on_result: impl Fn(bool) + Send + 'static) {
+    /// Polls the policy directory and reloads on change, logging the outcome. Holds the policies weakly and
+    /// stops once they are gone (a configuration reload replaced them and its last request finished).
+    pub async fn watch(policies: std::sync::Weak<Self>, every: Duration, on_result: impl Fn(bool) + Send + 'static) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = load::dir_fingerprint(&self.settings.dir);
+        let Some(mut seen) = policies.upgrade().map(|p| load::dir_fingerprint(&p.settings.dir)) else {
+            return;
+        };
         loop {
             tick.tick().await;
-            let now = load::dir_fingerprint(&self.settings.dir);
+            let Some(this) = policies.upgrade() else { return };
+            let now = load::dir_fingerprint(&this.settings.dir);
             if now == seen {
                 continue;
             }
             seen = now;
-            let this = self.clone();
+            let dir = this.settings.dir.clone();
             match tokio::task::spawn_blocking(move || this.reload()).await {
                 Ok(Ok(changed)) => {
                     if changed {
-                        tracing::info!(dir = %self.settings.dir.display(), "policy reloaded");
+                        tracing::info!(dir = %dir.display(), "policy reloaded");
                     }
                     on_result(true);
                 }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::error::ProxyError;
 use super::idle::{Counted, Idle};
 use super::Unmatched;
-use super::{pipeline, ProxyState, Scheme, Target};
+use super::{pipeline, Live, ProxyState, Scheme, Target};
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
 use crate::telemetry::metrics::ConnectionGuard;
@@ -29,16 +29,18 @@ struct Held {
     _open: ConnectionGuard,
 }
 
-/// Serves one agent connection until it closes.
-pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+/// Serves one agent connection until it closes. Each request (each CONNECT, and each request inside an
+/// intercepted tunnel) runs on the configuration in force when it arrives.
+pub async fn serve(live: Arc<Live>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let state = live.load();
     let held = Arc::new(Held {
         _slot: slot,
         _open: state.metrics.connection_opened(),
     });
     let limits = state.limits.clone();
     let service = service_fn(move |req| {
-        let (state, held) = (state.clone(), held.clone());
-        async move { Ok::<_, Infallible>(first_hop(state, req, held).await) }
+        let (live, held) = (live.clone(), held.clone());
+        async move { Ok::<_, Infallible>(first_hop(live, req, held).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -52,9 +54,10 @@ pub async fn serve(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, 
     }
 }
 
-async fn first_hop(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
+async fn first_hop(live: Arc<Live>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
+    let state = live.load();
     if req.method() == Method::CONNECT {
-        return connect(state, req, held).await;
+        return connect(live, state, req, held).await;
     }
     match absolute_http_target(req.uri()) {
         Some(target) => pipeline::handle(state, Arc::new(target), req).await,
@@ -64,7 +67,7 @@ async fn first_hop(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Hel
     }
 }
 
-async fn connect(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
+async fn connect(live: Arc<Live>, state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>) -> Response<Body> {
     let Some(target) = connect_target(req.uri()) else {
         return refuse(ProxyError::BadRequest(
             "CONNECT needs a host:port target whose host is a DNS name (at most 253 bytes) or an IP literal",
@@ -75,7 +78,7 @@ async fn connect(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>
         tokio::spawn(async move {
             let _held = held;
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept_tunnel(state, target, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => intercept_tunnel(live, state, target, TokioIo::new(upgraded)).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
@@ -100,8 +103,9 @@ async fn connect(state: Arc<ProxyState>, req: Request<Incoming>, held: Arc<Held>
     Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync())
 }
 
-/// Terminates the agent's TLS with a leaf for the target and serves HTTP/1.1 or HTTP/2 inside it.
-async fn intercept_tunnel<IO>(state: Arc<ProxyState>, target: Target, io: IO)
+/// Terminates the agent's TLS with a leaf for the target and serves HTTP/1.1 or HTTP/2 inside it. The
+/// connection's limits and kill switch come from `state` (the process's; a reload does not change them).
+async fn intercept_tunnel<IO>(live: Arc<Live>, state: Arc<ProxyState>, target: Target, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -114,18 +118,17 @@ where
     };
     let target_host = target.host.clone();
     let target = Arc::new(target);
-    let state_for_kill = state.clone();
     let idle = Idle::new();
     let requests = idle.clone();
     let service = service_fn(move |req| {
-        let (state, target, active) = (state.clone(), target.clone(), requests.enter());
+        let (state, target, active) = (live.load(), target.clone(), requests.enter());
         async move {
             let response = pipeline::handle(state, target, req).await;
             Ok::<_, Infallible>(response.map(|body| Counted::wrap(body, active)))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let limits = &state_for_kill.limits;
+    let limits = &state.limits;
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -141,14 +144,14 @@ where
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.header_read_timeout))
         .keep_alive_timeout(limits.header_read_timeout);
-    let kill_switch = state_for_kill.kill_switch.clone();
+    let kill_switch = state.kill_switch.clone();
     tokio::select! {
         served = builder.serve_connection(TokioIo::new(tls), service) => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "intercepted connection ended with an error");
             }
         }
-        _ = kill_switch.blocked(&state_for_kill.agent.id) => {
+        _ = kill_switch.blocked(&state.agent.id) => {
             tracing::warn!(host = %target_host, "kill switch: intercepted connection closed");
         }
         _ = idle.expired(limits.idle_connection_timeout) => {

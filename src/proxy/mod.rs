@@ -35,7 +35,7 @@ pub struct ProxyState {
     pub credentials: Credentials,
     pub secrets: Arc<dyn SecretStore>,
     pub upstream: Arc<Upstream>,
-    pub leaves: LeafCache,
+    pub leaves: Arc<LeafCache>,
     pub unmatched: Unmatched,
     pub unmatched_allow_private: bool,
     pub agent_tls_timeout: Duration,
@@ -50,6 +50,24 @@ pub struct ProxyState {
     pub kill_switch: Arc<crate::killswitch::KillSwitch>,
     pub limits: Limits,
     pub drain: Arc<crate::listener::Drain>,
+}
+
+/// The configuration in force, replaced whole by a reload ([`crate::reload`]). Each request loads it once
+/// when it starts, so it runs on one configuration from its first phase to its last.
+pub struct Live(arc_swap::ArcSwap<ProxyState>);
+
+impl Live {
+    pub fn new(state: Arc<ProxyState>) -> Self {
+        Self(arc_swap::ArcSwap::new(state))
+    }
+
+    pub fn load(&self) -> Arc<ProxyState> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, state: Arc<ProxyState>) {
+        self.0.store(state);
+    }
 }
 
 /// What happens to CONNECT targets and absolute-form hosts that no route names.

@@ -114,7 +114,7 @@ async fn proxy(routes: &str) -> Running {
     let config = Config::parse(&path, yaml).unwrap();
     let store = Arc::new(Counting::default());
     let running = build(config, RunFiles::default(), Some(store.clone())).await.unwrap();
-    let state = running.state.clone();
+    let state = running.state();
     let built_reads = store.reads.load(Ordering::SeqCst);
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

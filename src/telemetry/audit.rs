@@ -61,6 +61,7 @@ pub struct AuditError {
 
 /// Lines are appended to a shared buffer that a writer thread swaps out and writes every
 /// [`WRITE_INTERVAL`]. Waking a thread per line cost a context switch per request on a one-core sidecar.
+#[derive(Clone)]
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
     metrics: Arc<Metrics>,

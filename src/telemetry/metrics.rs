@@ -150,6 +150,8 @@ pub struct Metrics {
     pub certificates_minted: Counter,
     policy_decisions: Family<DecisionLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_reload_ok: Gauge,
     policy_reload_ok: Gauge,
     vault_requests: Family<VaultLabels, Counter>,
     vault_last_success: Gauge,
@@ -252,6 +254,19 @@ impl Default for Metrics {
             "1 when the last policy (re)load compiled, 0 when it was refused and the previous policy runs",
             policy_reload_ok.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (config file changed, or POST /reload) by result: ok (applied) or error (refused)",
+            config_reloads.clone(),
+        );
+        let config_reload_ok = Gauge::default();
+        config_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_ok",
+            "1 when the last configuration reload was applied (or none happened), 0 when it was refused and the previous configuration runs",
+            config_reload_ok.clone(),
+        );
         let vault_requests = Family::<VaultLabels, Counter>::default();
         registry.register(
             "vault_requests",
@@ -299,6 +314,8 @@ impl Default for Metrics {
             certificates_minted,
             policy_decisions,
             policy_reloads,
+            config_reloads,
+            config_reload_ok,
             policy_reload_ok,
             vault_requests,
             vault_last_success,
@@ -398,6 +415,12 @@ impl Metrics {
                 credential: credential.to_string(),
             })
             .inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.config_reload_ok.set(i64::from(ok));
     }
 
     pub fn policy_reload(&self, ok: bool) {
@@ -545,6 +568,7 @@ mod tests {
         m.exfiltration_attempt("c");
         m.certificates_minted.inc();
         m.policy_reload(true);
+        m.config_reload(true);
         m.vault_request("read", true);
         m.vault_refreshed();
         m.oauth2_refresh("c", "ok");

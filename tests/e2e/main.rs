@@ -14,6 +14,7 @@ mod oauth2;
 mod observability;
 mod policy;
 mod reliability;
+mod reload;
 mod routing;
 mod scrubbing;
 mod secrets_rotation;

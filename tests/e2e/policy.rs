@@ -224,10 +224,8 @@ async fn broken_reload_keeps_enforcing_and_a_fixed_one_switches() {
     let (status, body) = proxy.admin_post("/reload");
     // The file poller (100 ms here) may have applied the fix first, and then `/reload` rightly says unchanged.
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body == r#"{"policy":"reloaded"}"# || body == r#"{"policy":"unchanged"}"#,
-        "{body}"
-    );
+    let policy = serde_json::from_str::<serde_json::Value>(&body).unwrap()["policy"].clone();
+    assert!(policy == "reloaded" || policy == "unchanged", "{body}");
     assert_eq!(
         curl(&proxy, &["-X", "POST", &url]).await.status,
         200,
