@@ -191,15 +191,18 @@ fn kill_switch_action(path: &str) -> Option<(bool, Option<&str>)> {
     }
 }
 
-/// Constant-time comparison of the bearer token, so response timing does not leak it byte by byte.
 fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
-    let expected = &admin.token;
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    token_matches(presented, &admin.token)
+}
+
+/// Constant-time comparison of a presented bearer token, so response timing does not leak it byte by byte.
+pub fn token_matches(presented: &str, expected: &Secret) -> bool {
     let (a, b) = (presented.as_bytes(), expected.expose().as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -47,6 +47,8 @@ pub enum StartError {
     Trace(#[from] crate::telemetry::trace::TraceError),
     #[error(transparent)]
     Audit(#[from] crate::telemetry::audit::AuditError),
+    #[error("keyward controller: {0}")]
+    Controller(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -115,6 +117,9 @@ pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
 pub struct RunFiles<'a> {
     pub trust_bundle: Option<&'a Path>,
     pub admin_token: Option<&'a Path>,
+    /// `run --controller`: leaves are signed by an intermediate from the controller, and the fleet-wide
+    /// blocked set is followed.
+    pub controller: Option<&'a Arc<crate::fleet::Link>>,
 }
 
 /// Loads the configuration, binds both listeners, builds everything and serves until `shutdown`.
@@ -199,24 +204,15 @@ pub async fn build(
         }
     };
     readiness.watch_secrets(store.clone());
-    let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
+    let leaves = interception(&config, files, &metrics, &readiness).await?;
     if generated {
         let path = crate::admin_token::publish(&config, files.admin_token, &token)
             .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
         let path = std::fs::canonicalize(&path).unwrap_or(path);
         tracing::info!(path = %path.display(), "no admin_token configured: generated one for the admin API (`keyward admin` reads it)");
     }
-    let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
-    if created {
-        tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
-    }
-    tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
-    if let Some(bundle) = files.trust_bundle {
-        let certs = crate::tls::bundle::write(bundle, &config.ca_cert)?;
-        tracing::info!(path = %bundle.display(), certificates = certs, "trust bundle written (system roots + Keyward CA)");
-    }
     let shared = Shared {
-        leaves: Arc::new(LeafCache::new(ca, metrics.certificates_minted.clone())?),
+        leaves,
         metrics: metrics.clone(),
         audit,
         traces: traces.clone(),
@@ -227,6 +223,9 @@ pub async fn build(
         drain: Arc::new(Drain::default()),
         limits: config.limits.clone(),
     };
+    if let Some(link) = files.controller {
+        tokio::spawn(link.clone().follow_blocked(shared.kill_switch.clone()));
+    }
     let (max_connections, shutdown_grace) = (config.limits.max_connections, config.shutdown_grace);
     let state = state(&config, &shared).await?;
     let live = Arc::new(Live::new(state));
@@ -247,6 +246,49 @@ pub async fn build(
         max_connections,
         shutdown_grace,
     })
+}
+
+/// The CA that signs leaves: an intermediate from `keyward controller` when `run --controller` is given
+/// (renewed in the background), else the CA files (created on first run). Writes the agents' trust bundle.
+async fn interception(
+    config: &Config,
+    files: RunFiles<'_>,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> Result<Arc<LeafCache>, StartError> {
+    let minted = metrics.certificates_minted.clone();
+    let written = |bundle: &Path, pem: &str| -> Result<(), StartError> {
+        let roots = crate::tls::bundle::write(bundle, pem)?;
+        tracing::info!(path = %bundle.display(), system_roots = roots, "trust bundle written (system roots + Keyward's CA)");
+        Ok(())
+    };
+    let Some(link) = files.controller else {
+        let (ca, created) = Ca::load_or_create(&config.ca_cert, &config.ca_key)?;
+        let ca_cert = std::fs::canonicalize(&config.ca_cert).unwrap_or_else(|_| config.ca_cert.clone());
+        if created {
+            tracing::warn!(ca_cert = %ca_cert.display(), "created a new interception CA");
+        }
+        tracing::info!(ca_cert = %ca_cert.display(), "agents must trust this CA certificate");
+        if let Some(bundle) = files.trust_bundle {
+            let pem = std::fs::read_to_string(&ca_cert).map_err(|e| crate::tls::bundle::io(&ca_cert, e))?;
+            written(bundle, &pem)?;
+        }
+        return Ok(Arc::new(LeafCache::new(ca, minted)?));
+    };
+    let issued = link.certificate().await.map_err(StartError::Controller)?;
+    tracing::info!(not_after = %humantime::format_rfc3339_seconds(issued.not_after), "intermediate certificate from keyward controller");
+    if let Some(bundle) = files.trust_bundle {
+        written(bundle, &issued.trust_bundle)?;
+    }
+    let leaves = Arc::new(LeafCache::issued_by(issued.issuing, minted)?);
+    tokio::spawn(link.clone().keep_certificate(
+        leaves.clone(),
+        issued.not_after,
+        files.trust_bundle.map(Path::to_path_buf),
+        readiness.clone(),
+        metrics.clone(),
+    ));
+    Ok(leaves)
 }
 
 /// The state one configuration runs with: its routes' runtime objects, credentials, policy and rate limits,

@@ -1,4 +1,5 @@
-//! Command-line interface: `run`, `check`, `admin`, `ca init`, `policy`, `webhook`, `version`.
+//! Command-line interface: `run`, `controller`, `block`/`unblock`/`blocked`, `check`, `admin`, `ca init`,
+//! `policy`, `webhook`, `version`.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,73 @@ pub enum Command {
         /// default: `admin.token` next to the CA certificate.
         #[arg(long, env = "KEYWARD_ADMIN_TOKEN_FILE")]
         admin_token_file: Option<PathBuf>,
+        /// `keyward controller` URL: leaves are signed by an intermediate it issues (the `ca:` files are not
+        /// used), and its fleet-wide blocked set is followed.
+        #[arg(long, env = "KEYWARD_CONTROLLER_URL")]
+        controller: Option<String>,
+        /// The CA the controller's serving certificate chains to.
+        #[arg(long, env = "KEYWARD_CONTROLLER_CA", requires = "controller")]
+        controller_ca: Option<PathBuf>,
+        /// The projected service-account token (audience `keyward`) the sidecar authenticates with.
+        #[arg(
+            long,
+            env = "KEYWARD_CONTROLLER_TOKEN",
+            default_value = "/var/run/secrets/keyward/controller/token"
+        )]
+        controller_token: PathBuf,
+    },
+    /// Run the in-cluster controller: intermediate certificates for sidecars, the fleet-wide kill switch and
+    /// (with `--webhook-settings`) the admission webhook.
+    Controller {
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        tls_cert: PathBuf,
+        #[arg(long)]
+        tls_key: PathBuf,
+        /// The controller's own namespace, where the CA Secret and the ConfigMaps live.
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Secret holding the root CA (`tls.crt`, `tls.key`, optional `ca-bundle.crt`).
+        #[arg(long, default_value = "keyward-ca")]
+        ca_secret: String,
+        /// ConfigMap holding the fleet-wide blocked set.
+        #[arg(long, default_value = "keyward-blocked")]
+        blocked_configmap: String,
+        /// Audience sidecars' projected tokens must carry.
+        #[arg(long, default_value = "keyward")]
+        audience: String,
+        /// `key=value` label an agent namespace must carry (repeatable; all must match).
+        #[arg(long = "namespace-selector", value_name = "KEY=VALUE")]
+        namespace_selector: Vec<String>,
+        /// Lifetime of the intermediate certificates issued to sidecars.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        intermediate_lifetime: std::time::Duration,
+        /// File holding the bearer token of the block API.
+        #[arg(long, env = "KEYWARD_CONTROLLER_API_TOKEN_FILE")]
+        api_token_file: PathBuf,
+        /// Also serve the admission webhook (`POST /mutate`) with these injector settings.
+        #[arg(long)]
+        webhook_settings: Option<PathBuf>,
+    },
+    /// Block one agent (`--agent`) or all on every sidecar, through the controller.
+    Block {
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        controller: ControllerApi,
+    },
+    /// Lift a fleet-wide block on one agent (`--agent`) or all.
+    Unblock {
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        controller: ControllerApi,
+    },
+    /// The fleet-wide blocked set.
+    Blocked {
+        #[command(flatten)]
+        controller: ControllerApi,
     },
     /// Run the Kubernetes mutating admission webhook that injects the sidecar.
     Webhook {
@@ -74,6 +142,18 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+}
+
+/// How `keyward block|unblock|blocked` reach the controller's API.
+#[derive(Debug, clap::Args)]
+pub struct ControllerApi {
+    #[arg(long, env = "KEYWARD_CONTROLLER_URL")]
+    pub controller: String,
+    #[arg(long, env = "KEYWARD_CONTROLLER_CA")]
+    pub controller_ca: PathBuf,
+    /// File holding the controller's API token.
+    #[arg(long, env = "KEYWARD_CONTROLLER_API_TOKEN_FILE")]
+    pub api_token_file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,16 @@ use tokio::sync::watch;
 struct Blocked {
     all: bool,
     agents: HashSet<String>,
+    /// The fleet-wide set from the controller, replaced whole at each change; local blocks are kept apart so
+    /// that neither lifts the other's.
+    fleet: Fleet,
+}
+
+/// The blocked set the controller distributes.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fleet {
+    pub all: bool,
+    pub agents: Vec<String>,
 }
 
 pub struct KillSwitch {
@@ -57,7 +67,22 @@ impl KillSwitch {
 
     pub fn is_blocked(&self, agent: &str) -> bool {
         let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
-        blocked.all || blocked.agents.contains(agent)
+        blocked.all
+            || blocked.agents.contains(agent)
+            || blocked.fleet.all
+            || blocked.fleet.agents.iter().any(|a| a == agent)
+    }
+
+    /// Replaces the fleet-wide set; open connections of a newly blocked agent close as for a local block.
+    pub fn set_fleet(&self, fleet: Fleet) {
+        let mut blocked = self.blocked.write().unwrap_or_else(|e| e.into_inner());
+        if blocked.fleet == fleet {
+            return;
+        }
+        tracing::warn!(all = fleet.all, agents = ?fleet.agents, "kill switch: fleet-wide blocked set changed");
+        blocked.fleet = fleet;
+        drop(blocked);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Resolves when a block covering `agent` is issued after this call: open connections await this and
@@ -80,6 +105,6 @@ impl KillSwitch {
         let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
         let mut agents: Vec<&String> = blocked.agents.iter().collect();
         agents.sort();
-        serde_json::json!({ "all": blocked.all, "agents": agents })
+        serde_json::json!({ "all": blocked.all, "agents": agents, "fleet": blocked.fleet })
     }
 }

@@ -1,7 +1,7 @@
 //! The `keyward` binary: parses the command line and hands over to the library.
 #![forbid(unsafe_code)]
 
-use keyward::{app, cli, policy, telemetry, tls, webhook};
+use keyward::{app, cli, controller, fleet, policy, telemetry, tls, webhook};
 
 use std::process::ExitCode;
 
@@ -133,16 +133,70 @@ fn main() -> ExitCode {
             config,
             trust_bundle,
             admin_token_file,
+            controller,
+            controller_ca,
+            controller_token,
         } => {
             telemetry::logging::init(cli.log_format);
             serve(|stopped| async move {
+                let link = match (controller, controller_ca) {
+                    (Some(url), Some(ca)) => Some(std::sync::Arc::new(fleet::Link::new(&url, &ca, controller_token)?)),
+                    (Some(_), None) => return Err("--controller needs --controller-ca".to_string()),
+                    _ => None,
+                };
                 let files = app::RunFiles {
                     trust_bundle: trust_bundle.as_deref(),
                     admin_token: admin_token_file.as_deref(),
+                    controller: link.as_ref(),
                 };
                 app::run(&config, files, stopped).await.map_err(|e| e.to_string())
             })
         }
+        Command::Controller {
+            listen,
+            tls_cert,
+            tls_key,
+            namespace,
+            ca_secret,
+            blocked_configmap,
+            audience,
+            namespace_selector,
+            intermediate_lifetime,
+            api_token_file,
+            webhook_settings,
+        } => {
+            telemetry::logging::init(cli.log_format);
+            serve(|stopped| async move {
+                let namespace_selector = namespace_selector
+                    .iter()
+                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect::<Option<_>>()
+                    .ok_or("--namespace-selector takes KEY=VALUE")?;
+                let token = std::fs::read_to_string(&api_token_file)
+                    .map_err(|e| format!("{}: {e}", api_token_file.display()))?;
+                let webhook = match webhook_settings {
+                    Some(path) => Some(webhook::load_settings(&path).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                let settings = controller::Settings {
+                    listen,
+                    tls_cert,
+                    tls_key,
+                    namespace,
+                    ca_secret,
+                    blocked_configmap,
+                    audience,
+                    namespace_selector,
+                    intermediate_lifetime,
+                    api_token: keyward::secrets::Secret::new(token.trim().to_string()),
+                    webhook,
+                };
+                controller::run(settings, stopped).await.map_err(|e| e.to_string())
+            })
+        }
+        Command::Block { agent, controller } => fleet_call(&controller, "block", agent.as_deref()),
+        Command::Unblock { agent, controller } => fleet_call(&controller, "unblock", agent.as_deref()),
+        Command::Blocked { controller } => fleet_call(&controller, "blocked", None),
         Command::Webhook {
             listen,
             tls_cert,
@@ -156,6 +210,39 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             })
+        }
+    }
+}
+
+/// `keyward block|unblock|blocked`: one call to the controller's API.
+fn fleet_call(api: &cli::ControllerApi, action: &str, agent: Option<&str>) -> ExitCode {
+    let (method, path) = match (action, agent) {
+        ("blocked", _) => (http::Method::GET, "/v1/blocked".to_string()),
+        (action, Some(agent)) => (http::Method::POST, format!("/v1/agents/{agent}/{action}")),
+        (action, None) => (http::Method::POST, format!("/v1/{action}")),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let result = runtime.block_on(async {
+        tls::install_default_provider();
+        let link = fleet::Link::new(&api.controller, &api.controller_ca, api.api_token_file.clone())?;
+        link.call_api(method, &path).await
+    });
+    match result {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: the controller answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

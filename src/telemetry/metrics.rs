@@ -152,6 +152,8 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
     config_reload_ok: Gauge,
+    certificate_renewals: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
     policy_reload_ok: Gauge,
     vault_requests: Family<VaultLabels, Counter>,
     vault_last_success: Gauge,
@@ -267,6 +269,18 @@ impl Default for Metrics {
             "1 when the last configuration reload was applied (or none happened), 0 when it was refused and the previous configuration runs",
             config_reload_ok.clone(),
         );
+        let certificate_renewals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_renewals",
+            "Renewals of the intermediate certificate from keyward controller, by result (ok, error)",
+            certificate_renewals.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the intermediate certificate from keyward controller expires (Unix time; 0 without a controller)",
+            certificate_expiry.clone(),
+        );
         let vault_requests = Family::<VaultLabels, Counter>::default();
         registry.register(
             "vault_requests",
@@ -316,6 +330,8 @@ impl Default for Metrics {
             policy_reloads,
             config_reloads,
             config_reload_ok,
+            certificate_renewals,
+            certificate_expiry,
             policy_reload_ok,
             vault_requests,
             vault_last_success,
@@ -421,6 +437,19 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.get_or_create(&ResultLabels { result }).inc();
         self.config_reload_ok.set(i64::from(ok));
+    }
+
+    pub fn certificate_renewed(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.certificate_renewals.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn certificate_expiry(&self, not_after: std::time::SystemTime) {
+        let unix = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.certificate_expiry.set(i64::try_from(unix).unwrap_or(i64::MAX));
     }
 
     pub fn policy_reload(&self, ok: bool) {
@@ -569,6 +598,7 @@ mod tests {
         m.certificates_minted.inc();
         m.policy_reload(true);
         m.config_reload(true);
+        m.certificate_renewed(true);
         m.vault_request("read", true);
         m.vault_refreshed();
         m.oauth2_refresh("c", "ok");

@@ -8,9 +8,9 @@ use base64::Engine as _;
 
 use super::TlsError;
 
-/// Writes the bundle atomically (temporary file, then rename); returns how many certificates it holds.
-pub fn write(path: &Path, ca_cert: &Path) -> Result<usize, TlsError> {
-    let ca = std::fs::read_to_string(ca_cert).map_err(|e| io(ca_cert, e))?;
+/// Writes the bundle atomically (temporary file, then rename): the system roots, then `ca` (PEM: Keyward's
+/// CA, or the roots a controller named). Returns how many system roots it holds.
+pub fn write(path: &Path, ca: &str) -> Result<usize, TlsError> {
     let mut out = String::new();
     let roots = rustls_native_certs::load_native_certs().certs;
     for cert in &roots {
@@ -24,10 +24,10 @@ pub fn write(path: &Path, ca_cert: &Path) -> Result<usize, TlsError> {
     }
     std::fs::write(&tmp, out).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    Ok(roots.len() + 1)
+    Ok(roots.len())
 }
 
-fn io(path: &Path, source: std::io::Error) -> TlsError {
+pub(crate) fn io(path: &Path, source: std::io::Error) -> TlsError {
     TlsError::Io {
         path: path.display().to_string(),
         source,

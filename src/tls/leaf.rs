@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
 use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::ServerConfig;
@@ -47,8 +48,15 @@ impl quick_cache::Weighter<String, Arc<Leaf>> for LeafWeight {
     }
 }
 
+/// What signs leaves: a CA, and the certificates served after each leaf (the intermediate a controller
+/// issued; empty for a root the agents trust directly).
+pub struct Issuing {
+    pub ca: Ca,
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
 pub struct LeafCache {
-    ca: Ca,
+    issuing: ArcSwap<Issuing>,
     key: KeyPair,
     signing_key: Arc<dyn SigningKey>,
     cache: Cache<String, Arc<Leaf>, LeafWeight>,
@@ -60,6 +68,10 @@ pub struct LeafCache {
 impl LeafCache {
     /// `minted` counts certificates signed (the `keyward_certificates_minted_total` metric).
     pub fn new(ca: Ca, minted: Counter) -> Result<Self, TlsError> {
+        Self::issued_by(Issuing { ca, chain: Vec::new() }, minted)
+    }
+
+    pub fn issued_by(issuing: Issuing, minted: Counter) -> Result<Self, TlsError> {
         let mint_err = |e: &dyn std::fmt::Display| TlsError::Mint(e.to_string());
         let key = KeyPair::generate().map_err(|e| mint_err(&e))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -68,7 +80,7 @@ impl LeafCache {
             .load_private_key(der)
             .map_err(|e| mint_err(&e))?;
         Ok(Self {
-            ca,
+            issuing: ArcSwap::from_pointee(issuing),
             key,
             signing_key,
             cache: Cache::with_weighter(CAPACITY, BYTES, LeafWeight),
@@ -76,6 +88,13 @@ impl LeafCache {
             ticketer: rustls::crypto::ring::Ticketer::new().map_err(|e| mint_err(&e))?,
             minted,
         })
+    }
+
+    /// Signs new leaves with `issuing` from now on; leaves cached under the previous one are dropped, so
+    /// the next handshake for each host mints one under the new issuer.
+    pub fn replace_issuer(&self, issuing: Issuing) {
+        self.issuing.store(Arc::new(issuing));
+        self.cache.clear();
     }
 
     /// The TLS configuration presenting a certificate for `host` (already normalized).
@@ -106,9 +125,12 @@ impl LeafCache {
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + LEAF_VALIDITY;
         params.serial_number = Some(serial());
-        let cert = params.signed_by(&self.key, &self.ca.issuer).map_err(err)?;
+        let issuing = self.issuing.load();
+        let cert = params.signed_by(&self.key, &issuing.ca.issuer).map_err(err)?;
         let size = LEAF_OVERHEAD + cert.der().len() as u64;
-        let certified = CertifiedKey::new(vec![cert.der().clone()], self.signing_key.clone());
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(issuing.chain.iter().cloned());
+        let certified = CertifiedKey::new(chain, self.signing_key.clone());
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Mint(e.to_string()))?

@@ -42,7 +42,7 @@ pub fn load_settings(path: &Path) -> Result<Settings, WebhookError> {
     crate::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
 }
 
-fn tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+pub(crate) fn tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
     let err = |p: &Path, message: String| WebhookError::File {
         path: p.display().to_string(),
         message,
@@ -98,7 +98,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
         (&Method::POST, "/mutate") if declared_length(&req).is_some_and(|n| n > MAX_REVIEW as u64) => reply(

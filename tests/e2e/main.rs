@@ -6,6 +6,7 @@ mod admin;
 mod agents;
 mod cli;
 mod config_errors;
+mod controller;
 mod faults;
 mod hardening;
 mod hostile;

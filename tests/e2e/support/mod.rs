@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod clients;
 pub mod echo;
 pub mod hostile;

@@ -61,6 +61,11 @@ impl Proxy {
     }
 
     /// As [`Proxy::spawn`], with extra arguments to `keyward run`.
+    /// As [`Proxy::spawn_in`], with more `run` arguments.
+    pub async fn spawn_in_with_args(dir: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::start(dir, true, args, &[]).await
+    }
+
     pub async fn spawn_with_args(extra: &str, args: &[&str]) -> Self {
         Self::start(workdir(&config_yaml(extra)), true, args, &[]).await
     }
@@ -292,7 +297,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// Copies a child's output, line by line, into a buffer the test reads and a file the test command greps.
-fn copy_lines(
+pub(crate) fn copy_lines(
     from: impl std::io::Read + Send + 'static,
     path: PathBuf,
     sink: Arc<Mutex<String>>,
@@ -306,7 +311,7 @@ fn copy_lines(
     })
 }
 
-fn log_file() -> PathBuf {
+pub(crate) fn log_file() -> PathBuf {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keyward-logs");
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,0 +1,255 @@
+//! `keyward controller` against the strict Kubernetes API stand-in (kube-rs speaking to it through a
+//! kubeconfig): sidecars get intermediates by projected token and mint leaves that curl and requests trust;
+//! every refusal signs nothing; renewal before expiry; the fleet kill switch reaching two sidecars within
+//! 2 s and surviving a controller restart.
+
+use std::time::{Duration, Instant};
+
+use crate::routes;
+use crate::support::apiserver::{ApiServer, Controller, AGENTS_NS, OTHER_NS};
+use crate::support::clients::{curl, python};
+use crate::support::echo::Echo;
+use crate::support::eventually;
+use crate::support::pki::pki;
+use crate::support::proxy::{binary, config_yaml, workdir, Proxy};
+
+/// A sidecar of agent `test-agent` in namespace `agents` using `controller`; its trust bundle is written where
+/// the test clients look for the CA (`ca/ca.crt`).
+async fn sidecar(api: &ApiServer, controller: &Controller, name: &str) -> Proxy {
+    let token = api.token(AGENTS_NS, "bot", "keyward", 600);
+    let token_file = api.token_file(name, &token);
+    let dir = workdir(&config_yaml(routes()));
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    let bundle = dir.path().join("ca/ca.crt");
+    let ca = pki().ca_path.display().to_string();
+    Proxy::spawn_in_with_args(
+        dir,
+        &[
+            "--controller",
+            &controller.url,
+            "--controller-ca",
+            &ca,
+            "--controller-token",
+            token_file.to_str().unwrap(),
+            "--trust-bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    serde_json::json!({ "csr": csr }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_gets_an_intermediate_and_curl_and_requests_trust_its_leaves() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &[]).await;
+    let echo = Echo::https().await;
+    let proxy = sidecar(&api, &controller, "token-a").await;
+    let bundle = std::fs::read_to_string(proxy.ca_cert()).unwrap();
+    assert!(
+        bundle.contains(api.root_cert().trim()),
+        "the bundle holds the root from the controller's Secret"
+    );
+    assert!(
+        !proxy.path("ca/ca.key").exists(),
+        "no CA key on the sidecar's disk: its intermediate key lives in memory"
+    );
+    let url = format!("https://localhost:{}/v1/models", echo.port());
+    let reply = curl(&proxy, &["-H", "Authorization: Bearer kw-placeholder-openai", &url]).await;
+    assert_eq!(
+        reply.status, 200,
+        "curl trusts a leaf under the fresh intermediate: {reply:?}"
+    );
+    let reply = python(
+        &proxy,
+        "requests",
+        "GET",
+        &url,
+        &[("Authorization", "Bearer kw-placeholder-openai")],
+        false,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "requests too: {reply:?}");
+    let text = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&pki().ca_path)
+        .arg(format!("{}/metrics", controller.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("keyward_controller_certificates_total{result=\"issued\",reason=\"ok\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_signs_nothing_and_never_logs_the_token() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &[]).await;
+    let good = api.token(AGENTS_NS, "bot", "keyward", 600);
+    let wrong_audience = api.token(AGENTS_NS, "bot", "https://kubernetes.default.svc.cluster.local", 600);
+    let not_enrolled = api.token(OTHER_NS, "bot", "keyward", 600);
+    let expiring = api.token(AGENTS_NS, "bot", "keyward", 1);
+    let cases: [(&str, Option<&str>, String, u16, &str); 5] = [
+        ("no token", None, csr(), 401, "token_refused"),
+        ("unknown token", Some("not-a-real-token"), csr(), 401, "token_refused"),
+        (
+            "the agent's ordinary token (API audience)",
+            Some(&wrong_audience),
+            csr(),
+            401,
+            "token_refused",
+        ),
+        (
+            "a namespace that is not enrolled",
+            Some(&not_enrolled),
+            csr(),
+            403,
+            "namespace_not_enrolled",
+        ),
+        (
+            "a malformed CSR",
+            Some(&good),
+            r#"{"csr":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}"#.into(),
+            400,
+            "bad_csr",
+        ),
+    ];
+    for (what, token, body, status, code) in &cases {
+        let (got, answer) = controller.call("POST", "/v1/certificate", *token, Some(body));
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (*status, Some(*code)),
+            "{what}: {answer}"
+        );
+        assert!(answer.get("certificate").is_none(), "{what}: nothing signed");
+    }
+    // An expired token: the stand-in, like the API server, stops accepting it (no leeway here).
+    eventually("the 1 s token to expire", Duration::from_secs(5), || {
+        controller
+            .call("POST", "/v1/certificate", Some(&expiring), Some(&csr()))
+            .0
+            == 401
+    })
+    .await;
+    let (status, answer) = controller.call("POST", "/v1/certificate", Some(&good), Some(&csr()));
+    assert_eq!(status, 200, "the good token still works: {answer}");
+    let logs = controller.logs();
+    for token in [&good, &wrong_audience, &not_enrolled, &expiring] {
+        assert!(!logs.contains(token.as_str()), "a token reached the controller's log");
+    }
+    assert!(logs.contains("certificate refused"), "refusals are logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_intermediate_is_renewed_before_it_expires() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &["--intermediate-lifetime", "3s"]).await;
+    let echo = Echo::https().await;
+    let proxy = sidecar(&api, &controller, "token-r").await;
+    let url = format!("https://localhost:{}/v1/models", echo.port());
+    let started = Instant::now();
+    proxy
+        .wait_for_log("intermediate certificate renewed", Duration::from_secs(10))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "renewed before the first one expired"
+    );
+    // Past the first intermediate's expiry: new handshakes get leaves under the renewed one.
+    eventually("4 s past the start", Duration::from_secs(10), || {
+        started.elapsed() > Duration::from_secs(4)
+    })
+    .await;
+    let reply = curl(&proxy, &["-H", "Authorization: Bearer kw-placeholder-openai", &url]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(proxy.metric_sum("keyward_certificate_renewals_total", &[("result", "ok")]) >= 1.0);
+    let (status, _) = proxy.admin_get("/readyz");
+    assert_eq!(status, 200);
+}
+
+/// `keyward block|unblock|blocked` against the controller.
+fn fleet(controller: &Controller, args: &[&str]) -> String {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .args(["--controller", &controller.url, "--controller-ca"])
+        .arg(&pki().ca_path)
+        .arg("--api-token-file")
+        .arg(&controller.api_token_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status_through(proxy: &Proxy, url: &str) -> u16 {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "5",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+        ])
+        .arg(proxy.ca_cert())
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_block_reaches_two_sidecars_within_2_s_and_survives_a_controller_restart() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &[]).await;
+    let echo = Echo::https().await;
+    let a = sidecar(&api, &controller, "token-1").await;
+    let b = sidecar(&api, &controller, "token-2").await;
+    let url = format!("https://localhost:{}/v1/models", echo.port());
+    assert_eq!((status_through(&a, &url), status_through(&b, &url)), (200, 200));
+
+    let (status, _) = controller.call("POST", "/v1/agents/test-agent/block", Some("wrong-token"), None);
+    assert_eq!(status, 401, "the block API needs the API token");
+
+    fleet(&controller, &["block", "--agent", "test-agent"]);
+    let issued = Instant::now();
+    eventually("both sidecars refusing", Duration::from_secs(2), || {
+        status_through(&a, &url) == 403 && status_through(&b, &url) == 403
+    })
+    .await;
+    let took = issued.elapsed();
+    fleet(&controller, &["unblock", "--agent", "test-agent"]);
+    eventually("both sidecars serving again", Duration::from_secs(2), || {
+        status_through(&a, &url) == 200 && status_through(&b, &url) == 200
+    })
+    .await;
+    assert!(
+        controller.logs().contains("fleet kill switch changed"),
+        "calls are audited"
+    );
+
+    // The set lives in a ConfigMap: a new controller finds it, and so do the sidecars following it.
+    fleet(&controller, &["block", "--agent", "test-agent"]);
+    controller.kill();
+    let restarted = Controller::spawn(&api, &[]).await;
+    let blocked: serde_json::Value = serde_json::from_str(&fleet(&restarted, &["blocked"])).unwrap();
+    assert_eq!(blocked["agents"], serde_json::json!(["test-agent"]), "{blocked}");
+    let cm = api.call("GET", "/api/v1/namespaces/keyward/configmaps/keyward-blocked", None);
+    assert_eq!(cm["data"]["agents"], "test-agent\n", "kubectl-editable: {cm}");
+    println!("fleet block reached two sidecars in {took:?}");
+}
