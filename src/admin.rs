@@ -224,34 +224,18 @@ async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
 }
 
 async fn reload_policy(admin: &Admin) -> Response<Full<Bytes>> {
-    let Some(policies) = admin.reloader.policies() else {
-        return reply(
+    let (status, body) = match admin.reloader.reload_policies().await {
+        None => (
             StatusCode::OK,
-            JSON,
-            json!({ "config": "unchanged", "policy": "none configured" }).to_string(),
-        );
-    };
-    let result = tokio::task::spawn_blocking(move || policies.reload()).await;
-    let (status, body) = match result {
-        Ok(Ok(changed)) => {
-            admin.metrics.policy_reload(true);
-            tracing::info!(changed, "policy reloaded through the admin API");
-            (
-                StatusCode::OK,
-                json!({ "config": "unchanged", "policy": if changed { "reloaded" } else { "unchanged" } }),
-            )
-        }
-        Ok(Err(e)) => {
-            admin.metrics.policy_reload(false);
-            tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "policy_reload_failed", "message": e.to_string() }),
-            )
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": "internal", "message": e.to_string() }),
+            json!({ "config": "unchanged", "policy": "none configured" }),
+        ),
+        Some(Ok(changed)) => (
+            StatusCode::OK,
+            json!({ "config": "unchanged", "policy": if changed { "reloaded" } else { "unchanged" } }),
+        ),
+        Some(Err(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": "policy_reload_failed", "message": e.to_string() }),
         ),
     };
     reply(status, JSON, body.to_string())

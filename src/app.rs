@@ -113,13 +113,15 @@ pub fn policies(config: &Config) -> Result<Option<Arc<Policies>>, PolicyError> {
 }
 
 /// Files `run` writes besides the CA: the trust bundle for agents, and where a generated admin token goes.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct RunFiles<'a> {
     pub trust_bundle: Option<&'a Path>,
     pub admin_token: Option<&'a Path>,
     /// `run --controller`: leaves are signed by an intermediate from the controller, and the fleet-wide
     /// blocked set is followed.
     pub controller: Option<&'a Arc<crate::fleet::Link>>,
+    /// `run --controller-config`: the configuration's name and version, followed for changes.
+    pub followed: Option<(String, String)>,
 }
 
 /// Loads the configuration, binds both listeners, builds everything and serves until `shutdown`.
@@ -204,7 +206,7 @@ pub async fn build(
         }
     };
     readiness.watch_secrets(store.clone());
-    let leaves = interception(&config, files, &metrics, &readiness).await?;
+    let leaves = interception(&config, &files, &metrics, &readiness).await?;
     if generated {
         let path = crate::admin_token::publish(&config, files.admin_token, &token)
             .map_err(|message| StartError::Config(config.error_at(FieldError::new("admin_token", message))))?;
@@ -229,7 +231,11 @@ pub async fn build(
     let (max_connections, shutdown_grace) = (config.limits.max_connections, config.shutdown_grace);
     let state = state(&config, &shared).await?;
     let live = Arc::new(Live::new(state));
+    let config_path = config.path.clone();
     let reloader = Arc::new(Reloader::new(config, shared.clone(), live.clone()));
+    if let (Some(link), Some((name, etag))) = (files.controller, files.followed.clone()) {
+        tokio::spawn(link.clone().follow_config(name, etag, config_path, reloader.clone()));
+    }
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics,
@@ -252,7 +258,7 @@ pub async fn build(
 /// (renewed in the background), else the CA files (created on first run). Writes the agents' trust bundle.
 async fn interception(
     config: &Config,
-    files: RunFiles<'_>,
+    files: &RunFiles<'_>,
     metrics: &Arc<Metrics>,
     readiness: &Arc<Readiness>,
 ) -> Result<Arc<LeafCache>, StartError> {

@@ -38,9 +38,21 @@ pub enum Command {
         /// used), and its fleet-wide blocked set is followed.
         #[arg(long, env = "KEYWARD_CONTROLLER_URL")]
         controller: Option<String>,
-        /// The CA the controller's serving certificate chains to.
+        /// The CA the controller's serving certificate chains to (a file).
         #[arg(long, env = "KEYWARD_CONTROLLER_CA", requires = "controller")]
         controller_ca: Option<PathBuf>,
+        /// The same CA as PEM text (the webhook writes it into the pod spec: it is public).
+        #[arg(
+            long,
+            env = "KEYWARD_CONTROLLER_CA_PEM",
+            requires = "controller",
+            conflicts_with = "controller_ca"
+        )]
+        controller_ca_pem: Option<String>,
+        /// Fetch the proxy configuration of this name from the controller, write it at `--config` (Rego files
+        /// into `policies/` beside it) and follow its changes live.
+        #[arg(long, env = "KEYWARD_CONTROLLER_CONFIG", requires = "controller")]
+        controller_config: Option<String>,
         /// The projected service-account token (audience `keyward`) the sidecar authenticates with.
         #[arg(
             long,

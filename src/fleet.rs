@@ -19,6 +19,7 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
 
 use crate::admin::Readiness;
 use crate::killswitch::{Fleet, KillSwitch};
+use crate::reload::Reloader;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::ca::Ca;
 use crate::tls::leaf::{Issuing, LeafCache};
@@ -45,12 +46,15 @@ pub struct Issued {
 }
 
 impl Link {
-    pub fn new(url: &str, ca: &Path, token: PathBuf) -> Result<Self, String> {
-        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    /// `ca`: the PEM of the CA the controller's serving certificate chains to; `source` names it in errors.
+    pub fn new(url: &str, ca: &[u8], source: &str, token: PathBuf) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+        for cert in rustls_pemfile::certs(&mut &ca[..]) {
+            let cert = cert.map_err(|e| format!("{source}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("{source}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{source}: no PEM certificate"));
         }
         let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
@@ -117,6 +121,12 @@ impl Link {
         tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| format!("controller at {}: no answer within {limit:?}", self.base))?
+    }
+
+    /// As [`Link::new`], with the CA read from a file.
+    pub fn with_ca_file(url: &str, ca: &Path, token: PathBuf) -> Result<Self, String> {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        Self::new(url, &pem, &ca.display().to_string(), token)
     }
 
     /// One call of the controller's API (`keyward block|unblock|blocked`): status and body text.
@@ -223,6 +233,65 @@ impl Link {
         }
     }
 
+    /// The proxy configuration `name`: `None` when `etag` is still current after the poll's wait.
+    pub async fn config(&self, name: &str, etag: Option<&str>) -> Result<Option<(String, Files)>, String> {
+        let wait = if etag.is_some() { POLL_WAIT } else { Duration::ZERO };
+        let path = format!("/v1/configs/{name}?wait={}s", wait.as_secs());
+        let (status, tag, answer) = self
+            .call(Method::GET, &path, None, etag, wait + Duration::from_secs(10))
+            .await?;
+        match status {
+            StatusCode::OK => {
+                let files = serde_json::from_value(answer["files"].clone())
+                    .map_err(|e| format!("controller answer for config {name}: {e}"))?;
+                Ok(Some((tag.unwrap_or_default(), files)))
+            }
+            StatusCode::NOT_MODIFIED => Ok(None),
+            status => Err(format!(
+                "controller answered {status} for config {name}: {}",
+                answer["message"].as_str().unwrap_or("")
+            )),
+        }
+    }
+
+    /// Follows configuration `name`: each new version is written next to `config` and applied by `reloader`,
+    /// which validates it as at start and keeps the running one if it fails.
+    pub async fn follow_config(
+        self: Arc<Self>,
+        name: String,
+        mut etag: String,
+        config: PathBuf,
+        reloader: Arc<Reloader>,
+    ) {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match self.config(&name, Some(&etag)).await {
+                Ok(None) => delay = RETRY_FIRST,
+                Ok(Some((tag, files))) => {
+                    delay = RETRY_FIRST;
+                    etag = tag;
+                    match write_config(&config, &files) {
+                        Ok(()) => {
+                            tracing::info!(config = %name, version = %etag, "new configuration from keyward controller");
+                            // Refusals are logged, counted and shown in /readyz by the reloader.
+                            if let Ok(crate::reload::Outcome::Unchanged) = reloader.reload().await {
+                                reloader.reload_policies().await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(config = %name, error = %e, "writing the configuration from keyward controller failed")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(config = %name, error = %e, "polling keyward controller for the configuration failed; the running one stays in force");
+                    tokio::time::sleep(jittered(delay)).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
     /// Follows the fleet-wide blocked set: a long poll that answers at once when the set changes.
     pub async fn follow_blocked(self: Arc<Self>, kill_switch: Arc<KillSwitch>) {
         let mut etag: Option<String> = None;
@@ -253,6 +322,45 @@ impl Link {
             }
         }
     }
+}
+
+/// A served configuration's files: `keyward.yaml` and the policy files.
+pub type Files = std::collections::BTreeMap<String, String>;
+
+/// Writes `keyward.yaml` at `config` and every other file into `policies/` beside it (where the served
+/// configuration's `policy.dir: policies` points), removing policy files the new version no longer has. Each
+/// file is written to a temporary name and renamed, so a reader never sees half of one.
+pub fn write_config(config: &Path, files: &Files) -> Result<(), String> {
+    let main = files
+        .get("keyward.yaml")
+        .ok_or("the configuration has no keyward.yaml")?;
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let policies = dir.join("policies");
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(&policies).map_err(|e| io(&policies, e))?;
+    let put = |path: &Path, text: &str| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    };
+    for (name, text) in files.iter().filter(|(n, _)| *n != "keyward.yaml") {
+        let safe = !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !safe {
+            return Err(format!(
+                "file name {name:?} in the configuration is not a plain file name"
+            ));
+        }
+        put(&policies.join(name), text)?;
+    }
+    if let Ok(entries) = std::fs::read_dir(&policies) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !files.contains_key(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    put(config, main)
 }
 
 /// `delay` plus up to half of it again, so a fleet that lost the controller does not retry in step.

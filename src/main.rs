@@ -135,19 +135,43 @@ fn main() -> ExitCode {
             admin_token_file,
             controller,
             controller_ca,
+            controller_ca_pem,
             controller_token,
+            controller_config,
         } => {
             telemetry::logging::init(cli.log_format);
             serve(|stopped| async move {
-                let link = match (controller, controller_ca) {
-                    (Some(url), Some(ca)) => Some(std::sync::Arc::new(fleet::Link::new(&url, &ca, controller_token)?)),
-                    (Some(_), None) => return Err("--controller needs --controller-ca".to_string()),
+                let link = match (controller, controller_ca, controller_ca_pem) {
+                    (Some(url), Some(ca), _) => Some(fleet::Link::with_ca_file(&url, &ca, controller_token)?),
+                    (Some(url), None, Some(pem)) => Some(fleet::Link::new(
+                        &url,
+                        pem.as_bytes(),
+                        "KEYWARD_CONTROLLER_CA_PEM",
+                        controller_token,
+                    )?),
+                    (Some(_), None, None) => {
+                        return Err("--controller needs --controller-ca or --controller-ca-pem".to_string())
+                    }
+                    _ => None,
+                };
+                let link = link.map(std::sync::Arc::new);
+                // A configuration from the controller is on disk before it is loaded, as a file would be.
+                let followed = match (&link, controller_config) {
+                    (Some(link), Some(name)) => {
+                        let (etag, files) = link
+                            .config(&name, None)
+                            .await?
+                            .ok_or("the controller sent no configuration")?;
+                        fleet::write_config(&config, &files)?;
+                        Some((name, etag))
+                    }
                     _ => None,
                 };
                 let files = app::RunFiles {
                     trust_bundle: trust_bundle.as_deref(),
                     admin_token: admin_token_file.as_deref(),
                     controller: link.as_ref(),
+                    followed,
                 };
                 app::run(&config, files, stopped).await.map_err(|e| e.to_string())
             })
@@ -227,7 +251,7 @@ fn fleet_call(api: &cli::ControllerApi, action: &str, agent: Option<&str>) -> Ex
         .expect("a Tokio runtime");
     let result = runtime.block_on(async {
         tls::install_default_provider();
-        let link = fleet::Link::new(&api.controller, &api.controller_ca, api.api_token_file.clone())?;
+        let link = fleet::Link::with_ca_file(&api.controller, &api.controller_ca, api.api_token_file.clone())?;
         link.call_api(method, &path).await
     });
     match result {

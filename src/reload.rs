@@ -74,6 +74,19 @@ impl Reloader {
         self.live.load().policy.as_ref().map(|gate| gate.policies.clone())
     }
 
+    /// Recompiles the policy directory of the configuration in force (a changed Rego file with an unchanged
+    /// config file); the outcome is logged and counted.
+    pub async fn reload_policies(&self) -> Option<Result<bool, crate::policy::PolicyError>> {
+        let policies = self.policies()?;
+        let result = tokio::task::spawn_blocking(move || policies.reload()).await.ok()?;
+        self.shared.metrics.policy_reload(result.is_ok());
+        match &result {
+            Ok(changed) => tracing::info!(changed, "policy reloaded"),
+            Err(e) => tracing::error!(error = %e, "policy reload refused; the previous policy stays in force"),
+        }
+        Some(result)
+    }
+
     /// Reads the config file and applies it if it changed. The outcome is logged and counted.
     pub async fn reload(&self) -> Result<Outcome, StartError> {
         let mut current = self.current.lock().await;

@@ -181,6 +181,45 @@ impl Cluster {
         }
     }
 
+    /// Calls `apply` with every labelled proxy configuration (name → version, files) now and at every
+    /// change, for as long as the process runs.
+    pub async fn watch_configs(&self, label: &str, apply: impl Fn(BTreeMap<String, Served>)) {
+        let config = watcher::Config::default().labels(label);
+        let mut events = std::pin::pin!(watcher(self.config_maps(), config));
+        let mut seen: BTreeMap<String, Served> = BTreeMap::new();
+        let mut listing: Option<BTreeMap<String, Served>> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listing = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(cm)) => {
+                    if let (Some(list), Some((name, served))) = (listing.as_mut(), served_of(&cm)) {
+                        list.insert(name, served);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    seen = listing.take().unwrap_or_default();
+                    apply(seen.clone());
+                }
+                Ok(watcher::Event::Apply(cm)) => {
+                    if let Some((name, served)) = served_of(&cm) {
+                        seen.insert(name, served);
+                        apply(seen.clone());
+                    }
+                }
+                Ok(watcher::Event::Delete(cm)) => {
+                    if let Some(name) = cm.metadata.name {
+                        seen.remove(&name);
+                        apply(seen.clone());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, label, "watching the proxy-configuration ConfigMaps failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// A cheap call that proves the API answers (readiness).
     pub async fn reachable(&self, ca_secret: &str) -> bool {
         Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
@@ -188,6 +227,26 @@ impl Cluster {
             .await
             .is_ok()
     }
+}
+
+/// One proxy configuration as served: its ConfigMap's resourceVersion and its files (`keyward.yaml` and the
+/// Rego files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub version: String,
+    pub files: BTreeMap<String, String>,
+}
+
+fn served_of(cm: &ConfigMap) -> Option<(String, Served)> {
+    let name = cm.metadata.name.clone()?;
+    let version = cm.metadata.resource_version.clone().unwrap_or_default();
+    Some((
+        name,
+        Served {
+            version,
+            files: cm.data.clone().unwrap_or_default(),
+        },
+    ))
 }
 
 /// The root CA as stored.

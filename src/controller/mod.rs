@@ -10,6 +10,9 @@
 //! API (HTTPS):
 //! - `POST /v1/certificate` `{"csr": PEM}`, bearer: the sidecar's token → `{"certificate", "trust_bundle",
 //!   "not_after"}`;
+//! - `GET /v1/configs/{name}[?wait=30s]` (with `If-None-Match`, the answer waits for a change), bearer: a
+//!   sidecar's token → `{"name", "version", "files": {"keyward.yaml": …, "*.rego": …}}`, from the ConfigMap of
+//!   that name labelled `keyward.dev/proxy-config=true` in the controller's namespace;
 //! - `GET /v1/blocked[?wait=30s]` (with `If-None-Match` the answer waits for a change, up to `wait`), bearer:
 //!   a sidecar's token or the API token → `{"version", "all", "agents"}`;
 //! - `POST /v1/block`, `/v1/unblock`, `/v1/agents/{id}/block`, `/v1/agents/{id}/unblock`, bearer: the API token
@@ -50,6 +53,8 @@ use cluster::{Cluster, Refusal};
 pub const ROOT_REFRESH: Duration = Duration::from_secs(10);
 /// Longest a blocked-set poll waits for a change.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The label that makes a ConfigMap in the controller's namespace a served proxy configuration.
+pub const CONFIG_LABEL: &str = "keyward.dev/proxy-config=true";
 /// Largest request body (a CSR, or a block call).
 const MAX_BODY: usize = 16 * 1024;
 
@@ -95,6 +100,7 @@ struct Outcome {
 struct Metrics {
     registry: Registry,
     certificates: Family<Outcome, Counter>,
+    configs_served: Counter,
     watchers: Gauge,
     blocked_agents: Gauge,
 }
@@ -108,8 +114,18 @@ impl Metrics {
             "Intermediate certificates by result (issued, refused) and reason",
             certificates.clone(),
         );
+        let configs_served = Counter::default();
+        registry.register(
+            "configs_served",
+            "Proxy configurations sent to sidecars (first fetches and changes)",
+            configs_served.clone(),
+        );
         let watchers = Gauge::default();
-        registry.register("watchers", "Sidecars waiting on the blocked set now", watchers.clone());
+        registry.register(
+            "watchers",
+            "Sidecars waiting on a change (blocked set or configuration) now",
+            watchers.clone(),
+        );
         let blocked_agents = Gauge::default();
         registry.register(
             "blocked_agents",
@@ -119,6 +135,7 @@ impl Metrics {
         Self {
             registry,
             certificates,
+            configs_served,
             watchers,
             blocked_agents,
         }
@@ -137,6 +154,8 @@ struct Controller {
     root: ArcSwapOption<Root>,
     /// `(version, set)`: the version moves at every change the watch sees.
     fleet: watch::Sender<(u64, Fleet)>,
+    /// The served proxy configurations by name.
+    configs: watch::Sender<BTreeMap<String, cluster::Served>>,
     metrics: Metrics,
 }
 
@@ -155,11 +174,26 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
         cluster,
         root: ArcSwapOption::empty(),
         fleet: watch::channel((0, Fleet::default())).0,
+        configs: watch::channel(BTreeMap::new()).0,
         metrics: Metrics::new(),
         settings,
     });
     tokio::spawn(controller.clone().keep_root());
     tokio::spawn(controller.clone().follow_blocked());
+    let watching = controller.clone();
+    tokio::spawn(async move {
+        let sender = watching.configs.clone();
+        watching
+            .cluster
+            .watch_configs(CONFIG_LABEL, move |configs| {
+                sender.send_if_modified(|current| {
+                    let changed = *current != configs;
+                    *current = configs.clone();
+                    changed
+                });
+            })
+            .await;
+    });
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
         namespace = %controller.settings.namespace, "keyward controller listening");
     crate::listener::serve(listener, shutdown, 4096, move |stream, peer, slot| {
@@ -231,6 +265,10 @@ impl Controller {
                 .expect("static headers"),
             (Method::POST, "/v1/certificate") => self.certificate(req).await,
             (Method::GET, "/v1/blocked") => self.blocked(req).await,
+            (Method::GET, p) if p.starts_with("/v1/configs/") => {
+                let name = p.trim_start_matches("/v1/configs/").to_string();
+                self.config(req, &name).await
+            }
             (Method::POST, "/mutate") if self.settings.webhook.is_some() => {
                 let settings = self.settings.webhook.as_ref().expect("checked");
                 crate::webhook::handle(settings, req).await
@@ -333,52 +371,53 @@ impl Controller {
         bearer(req).is_some_and(|t| crate::admin::token_matches(t, &self.settings.api_token))
     }
 
+    /// A sidecar (or the API token's holder) may read; anyone else gets the refusal.
+    async fn reader(&self, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+        if self.is_api_caller(req) {
+            return Ok(());
+        }
+        self.sidecar(req).await.map(|_| ()).map_err(|e| {
+            reply(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": e.code(), "message": e.to_string() }),
+            )
+        })
+    }
+
     async fn blocked(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if !self.is_api_caller(&req) {
-            if let Err(e) = self.sidecar(&req).await {
-                return reply(
-                    StatusCode::UNAUTHORIZED,
-                    json!({ "error": e.code(), "message": e.to_string() }),
-                );
-            }
+        if let Err(refused) = self.reader(&req).await {
+            return refused;
         }
-        let seen = req
-            .headers()
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_matches('"').to_string());
-        let wait = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("wait=")))
-            .and_then(|w| humantime::parse_duration(w).ok())
-            .unwrap_or_default()
-            .min(MAX_WAIT);
-        let mut changes = self.fleet.subscribe();
-        let current = |rx: &watch::Receiver<(u64, Fleet)>| rx.borrow().clone();
-        let (mut version, mut fleet) = current(&changes);
-        if seen.as_deref() == Some(&version.to_string()) {
-            self.metrics.watchers.inc();
-            let changed = tokio::time::timeout(wait, changes.changed()).await;
-            self.metrics.watchers.dec();
-            if !matches!(changed, Ok(Ok(()))) {
-                return Response::builder()
-                    .status(StatusCode::NOT_MODIFIED)
-                    .header(header::ETAG, format!("\"{version}\""))
-                    .body(Full::new(Bytes::new()))
-                    .expect("static headers");
-            }
-            (version, fleet) = current(&changes);
+        let answer = long_poll(&req, &self.fleet, &self.metrics.watchers, |(version, fleet)| {
+            let body = json!({ "version": version, "all": fleet.all, "agents": fleet.agents });
+            Some((version.to_string(), body))
+        })
+        .await;
+        answer.unwrap_or_else(|| reply(StatusCode::NOT_FOUND, json!({ "error": "not_found" })))
+    }
+
+    async fn config(&self, req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
+        if let Err(refused) = self.reader(&req).await {
+            return refused;
         }
-        let mut response = reply(
-            StatusCode::OK,
-            json!({ "version": version, "all": fleet.all, "agents": fleet.agents }),
-        );
-        response.headers_mut().insert(
-            header::ETAG,
-            header::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"),
-        );
-        response
+        let answer = long_poll(&req, &self.configs, &self.metrics.watchers, |configs| {
+            let served = configs.get(name)?;
+            let body = json!({ "name": name, "version": served.version, "files": served.files });
+            Some((served.version.clone(), body))
+        })
+        .await;
+        match answer {
+            Some(response) => {
+                if response.status() == StatusCode::OK {
+                    self.metrics.configs_served.inc();
+                }
+                response
+            }
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no_such_config", "message": format!("no ConfigMap {name} labelled {CONFIG_LABEL} in the controller's namespace") }),
+            ),
+        }
     }
 
     async fn block(&self, req: &Request<Incoming>, block: bool, agent: Option<String>) -> Response<Full<Bytes>> {
@@ -416,6 +455,62 @@ impl Controller {
             }
         }
     }
+}
+
+/// Answers with `view` of the value in `channel`, tagged with its version as ETag. When the caller's
+/// `If-None-Match` names the current version, waits up to `?wait=` (at most [`MAX_WAIT`]) for a change and
+/// answers 304 when none comes. `None`: the view has nothing to show (no such item).
+async fn long_poll<T: Clone>(
+    req: &Request<Incoming>,
+    channel: &watch::Sender<T>,
+    watchers: &Gauge,
+    view: impl Fn(&T) -> Option<(String, serde_json::Value)>,
+) -> Option<Response<Full<Bytes>>> {
+    let seen = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_string());
+    let wait = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("wait=")))
+        .and_then(|w| humantime::parse_duration(w).ok())
+        .unwrap_or_default()
+        .min(MAX_WAIT);
+    let mut changes = channel.subscribe();
+    let (mut version, mut body) = view(&changes.borrow_and_update())?;
+    if seen.as_deref() == Some(version.as_str()) {
+        watchers.inc();
+        let deadline = tokio::time::Instant::now() + wait;
+        let changed = loop {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {
+                    let now = view(&changes.borrow_and_update())?;
+                    if now.0 != version {
+                        break Some(now);
+                    }
+                }
+                _ => break None,
+            }
+        };
+        watchers.dec();
+        let Some(now) = changed else {
+            return Some(
+                Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header(header::ETAG, format!("\"{version}\""))
+                    .body(Full::new(Bytes::new()))
+                    .expect("static headers"),
+            );
+        };
+        (version, body) = now;
+    }
+    let mut response = reply(StatusCode::OK, body);
+    if let Ok(tag) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Some(response)
 }
 
 fn load_root(files: &cluster::RootFiles) -> Result<Root, String> {

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::reload::{authorization_seen, route};
 use crate::routes;
 use crate::support::apiserver::{ApiServer, Controller, AGENTS_NS, OTHER_NS};
 use crate::support::clients::{curl, python};
@@ -16,26 +17,28 @@ use crate::support::proxy::{binary, config_yaml, workdir, Proxy};
 /// A sidecar of agent `test-agent` in namespace `agents` using `controller`; its trust bundle is written where
 /// the test clients look for the CA (`ca/ca.crt`).
 async fn sidecar(api: &ApiServer, controller: &Controller, name: &str) -> Proxy {
+    sidecar_with(api, controller, name, &[]).await
+}
+
+async fn sidecar_with(api: &ApiServer, controller: &Controller, name: &str, extra: &[&str]) -> Proxy {
     let token = api.token(AGENTS_NS, "bot", "keyward", 600);
     let token_file = api.token_file(name, &token);
     let dir = workdir(&config_yaml(routes()));
     std::fs::create_dir_all(dir.path().join("ca")).unwrap();
     let bundle = dir.path().join("ca/ca.crt");
     let ca = pki().ca_path.display().to_string();
-    Proxy::spawn_in_with_args(
-        dir,
-        &[
-            "--controller",
-            &controller.url,
-            "--controller-ca",
-            &ca,
-            "--controller-token",
-            token_file.to_str().unwrap(),
-            "--trust-bundle",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--controller",
+        &controller.url,
+        "--controller-ca",
+        &ca,
+        "--controller-token",
+        token_file.to_str().unwrap(),
+        "--trust-bundle",
+        bundle.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proxy::spawn_in_with_args(dir, &args).await
 }
 
 fn csr() -> String {
@@ -252,4 +255,81 @@ async fn a_fleet_block_reaches_two_sidecars_within_2_s_and_survives_a_controller
     let cm = api.call("GET", "/api/v1/namespaces/keyward/configmaps/keyward-blocked", None);
     assert_eq!(cm["data"]["agents"], "test-agent\n", "kubectl-editable: {cm}");
     println!("fleet block reached two sidecars in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is_refused() {
+    use tokio::io::AsyncBufReadExt;
+    let api = ApiServer::start();
+    api.put_config(
+        "agent-config",
+        &[("keyward.yaml", &config_yaml(&route("Bearer {secret}")))],
+    );
+    let controller = Controller::spawn(&api, &[]).await;
+    let echo = Echo::https().await;
+    let proxy = sidecar_with(&api, &controller, "token-c", &["--controller-config", "agent-config"]).await;
+    assert_eq!(
+        authorization_seen(&proxy, &echo).await,
+        "Bearer sk-REALSECRET-openai-5a1f7c"
+    );
+
+    // A stream on the first version: event 1 is in, event 2 waits for the gate.
+    let mut stream = tokio::process::Command::new("curl")
+        .args(["-sSN", "--max-time", "30", "-x", &proxy.url(), "--cacert"])
+        .arg(proxy.ca_cert())
+        .args(["-H", "Authorization: Bearer kw-placeholder-openai"])
+        .arg(format!("https://localhost:{}/sse?events=2", echo.port()))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(stream.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("data: event 1"));
+
+    api.put_config(
+        "agent-config",
+        &[("keyward.yaml", &config_yaml(&route("Token {secret}")))],
+    );
+    proxy
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        authorization_seen(&proxy, &echo).await,
+        "Token sk-REALSECRET-openai-5a1f7c"
+    );
+    echo.release_gate();
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l == "data: event 2"),
+        "the stream kept running: {rest:?}"
+    );
+
+    // A broken version: refused, shown in /readyz, and the running one keeps serving.
+    let broken = config_yaml(&route("Token {secret}")).replace("openai_key", "no_such_secret");
+    api.put_config("agent-config", &[("keyward.yaml", &broken)]);
+    let admin = proxy.admin;
+    eventually(
+        "/readyz to show the refused configuration",
+        Duration::from_secs(10),
+        || {
+            crate::support::proxy::admin_get(admin, "/readyz")
+                .1
+                .contains("no_such_secret")
+        },
+    )
+    .await;
+    assert_eq!(
+        authorization_seen(&proxy, &echo).await,
+        "Token sk-REALSECRET-openai-5a1f7c"
+    );
+    assert_eq!(proxy.metric("keyward_config_last_reload_ok"), 0.0);
+    let (status, answer) = controller.call("GET", "/v1/configs/agent-config", None, None);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("token_refused")),
+        "configs are not public"
+    );
 }

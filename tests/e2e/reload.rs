@@ -10,7 +10,8 @@ use crate::support::clients::curl;
 use crate::support::echo::Echo;
 use crate::support::proxy::{config_yaml, Proxy};
 
-fn route(format: &str) -> String {
+/// A route whose credential writes `format` (shared with the controller tests).
+pub fn route(format: &str) -> String {
     format!(
         "routes:\n  - name: echo\n    hosts: [\"localhost:*\"]\n    allow_private: true\n    credentials:\n      \
          - placeholder: kw-placeholder-openai\n        secret: openai_key\n        header: Authorization\n        \
@@ -22,7 +23,8 @@ fn rewrite(proxy: &Proxy, extra: &str) {
     std::fs::write(proxy.path("keyward.yaml"), config_yaml(extra)).unwrap();
 }
 
-async fn authorization_seen(proxy: &Proxy, echo: &Echo) -> String {
+/// The `Authorization` the upstream got for a request with the placeholder.
+pub async fn authorization_seen(proxy: &Proxy, echo: &Echo) -> String {
     let url = format!("https://localhost:{}/v1/models", echo.port());
     let reply = curl(proxy, &["-H", "Authorization: Bearer kw-placeholder-openai", &url]).await;
     assert_eq!(reply.status, 200, "{reply:?}");

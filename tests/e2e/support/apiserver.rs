@@ -99,6 +99,10 @@ impl ApiServer {
 
     /// One call to the stand-in as cluster admin (curl, so the test speaks plain HTTP to it).
     pub fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let content_type = match method {
+            "PATCH" => "Content-Type: application/merge-patch+json",
+            _ => "Content-Type: application/json",
+        };
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -107,7 +111,7 @@ impl ApiServer {
             "-H",
             &format!("Authorization: Bearer {ADMIN_TOKEN}"),
         ])
-        .args(["-H", "Content-Type: application/json", "--cacert"])
+        .args(["-H", content_type, "--cacert"])
         .arg(&pki().ca_path);
         if let Some(body) = body {
             cmd.args(["-d", &body.to_string()]);
@@ -128,6 +132,32 @@ impl ApiServer {
             .as_str()
             .unwrap_or_else(|| panic!("{answer}"))
             .to_string()
+    }
+
+    /// Creates or replaces the served proxy configuration `name` (a labelled ConfigMap in the controller's
+    /// namespace) with `keyward.yaml` and extra files.
+    pub fn put_config(&self, name: &str, files: &[(&str, &str)]) {
+        let data: serde_json::Map<String, serde_json::Value> = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        let path = format!("/api/v1/namespaces/{CONTROLLER_NS}/configmaps");
+        let existing = self.call("GET", &format!("{path}/{name}"), None);
+        let answer = if existing["kind"] == "ConfigMap" {
+            self.call(
+                "PATCH",
+                &format!("{path}/{name}"),
+                Some(serde_json::json!({ "data": data })),
+            )
+        } else {
+            let cm = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "labels": {"keyward.dev/proxy-config": "true"}},
+                "data": data,
+            });
+            self.call("POST", &path, Some(cm))
+        };
+        assert_eq!(answer["kind"], "ConfigMap", "{answer}");
     }
 
     /// Writes a token to a file in the stand-in's directory, as the kubelet projects it.
