@@ -88,6 +88,9 @@ pub enum Command {
         /// Lifetime of the intermediate certificates issued to sidecars.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         intermediate_lifetime: std::time::Duration,
+        /// How often the root CA Secret is re-read (a rotation takes effect within this).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        root_refresh: std::time::Duration,
         /// File holding the bearer token of the block API.
         #[arg(long, env = "KEYWARD_CONTROLLER_API_TOKEN_FILE")]
         api_token_file: PathBuf,

@@ -186,6 +186,7 @@ fn main() -> ExitCode {
             audience,
             namespace_selector,
             intermediate_lifetime,
+            root_refresh,
             api_token_file,
             webhook_settings,
         } => {
@@ -212,6 +213,7 @@ fn main() -> ExitCode {
                     audience,
                     namespace_selector,
                     intermediate_lifetime,
+                    root_refresh,
                     api_token: keyward::secrets::Secret::new(token.trim().to_string()),
                     webhook,
                 };

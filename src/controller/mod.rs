@@ -3,8 +3,8 @@
 //! keeps the fleet-wide blocked-agents set, which sidecars follow by long poll. It can also serve the admission
 //! webhook, so one Deployment does both.
 //!
-//! Stateless: the root CA is read from its Secret (re-read every [`ROOT_REFRESH`], so a rotation needs no
-//! restart), the blocked set lives in a ConfigMap that every replica watches, and sidecars authenticate with a
+//! Stateless: the root CA is read from its Secret (re-read every `--root-refresh`, 10 s by default, so a
+//! rotation needs no restart), the blocked set lives in a ConfigMap that every replica watches, and sidecars authenticate with a
 //! projected service-account token (audience `keyward`) checked by the TokenReview API.
 //!
 //! API (HTTPS):
@@ -49,8 +49,6 @@ use crate::killswitch::Fleet;
 use crate::secrets::Secret;
 use cluster::{Cluster, Refusal};
 
-/// How often the root CA Secret is re-read.
-pub const ROOT_REFRESH: Duration = Duration::from_secs(10);
 /// Longest a blocked-set poll waits for a change.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The label that makes a ConfigMap in the controller's namespace a served proxy configuration.
@@ -71,6 +69,8 @@ pub struct Settings {
     /// Labels an agent's namespace must carry for its sidecars to get certificates.
     pub namespace_selector: BTreeMap<String, String>,
     pub intermediate_lifetime: Duration,
+    /// How often the root CA Secret is re-read.
+    pub root_refresh: Duration,
     /// Bearer token for the block API (from a chart-generated Secret).
     pub api_token: Secret,
     pub webhook: Option<crate::webhook::Settings>,
@@ -219,7 +219,7 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
 
 impl Controller {
     async fn keep_root(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(ROOT_REFRESH);
+        let mut tick = tokio::time::interval(self.settings.root_refresh);
         loop {
             tick.tick().await;
             match self

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::reload::{authorization_seen, route};
 use crate::routes;
-use crate::support::apiserver::{ApiServer, Controller, AGENTS_NS, OTHER_NS};
-use crate::support::clients::{curl, python};
+use crate::support::apiserver::{root_ca, ApiServer, Controller, AGENTS_NS, OTHER_NS};
+use crate::support::clients::{curl, node, python};
 use crate::support::echo::Echo;
 use crate::support::eventually;
 use crate::support::pki::pki;
@@ -82,6 +82,8 @@ async fn a_sidecar_gets_an_intermediate_and_curl_and_requests_trust_its_leaves()
     )
     .await;
     assert_eq!(reply.status, 200, "requests too: {reply:?}");
+    let (status, error) = node(&proxy, &url, &["Authorization: Bearer kw-placeholder-openai"]).await;
+    assert_eq!(status, 200, "and Node, with NODE_EXTRA_CA_CERTS: {error}");
     let text = std::process::Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(&pki().ca_path)
@@ -331,5 +333,94 @@ async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is
         (status, answer["error"].as_str()),
         (401, Some("token_refused")),
         "configs are not public"
+    );
+}
+
+/// The certificates curl was served for `url` through the sidecar (`%{certs}`: the leaf and the intermediate,
+/// each with its issuer).
+fn served_chain(proxy: &Proxy, url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{certs}",
+            "-m",
+            "5",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+        ])
+        .arg(proxy.ca_cert())
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_rotation_keeps_both_roots_in_the_bundle_while_the_old_one_is_in_use() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &["--intermediate-lifetime", "3s", "--root-refresh", "200ms"]).await;
+    let echo = Echo::https().await;
+    let proxy = sidecar(&api, &controller, "token-rot").await;
+    let url = format!("https://localhost:{}/v1/models", echo.port());
+    let (old_cert, old_key) = (api.root_cert(), api.root_key());
+    let (new_cert, new_key) = root_ca();
+    let both = format!("{}\n{}", old_cert.trim(), new_cert.trim());
+
+    // Phase 1: still signing with the old root, the bundle announces the new one too.
+    api.put_root(&old_cert, &old_key, &both);
+    eventually(
+        "the sidecar's bundle to hold both roots",
+        Duration::from_secs(10),
+        || {
+            let bundle = std::fs::read_to_string(proxy.ca_cert()).unwrap_or_default();
+            bundle.contains(old_cert.trim()) && bundle.contains(new_cert.trim())
+        },
+    )
+    .await;
+    assert_eq!(status_through(&proxy, &url), 200);
+    assert!(
+        served_chain(&proxy, &url).contains("Keyward test root"),
+        "the intermediate chains to a test root"
+    );
+
+    // Phase 2: signing with the new root; agents holding the two-root bundle keep trusting every leaf.
+    let renewed = proxy.metric_sum("keyward_certificate_renewals_total", &[("result", "ok")]);
+    api.put_root(&new_cert, &new_key, &both);
+    eventually("a renewal under the new root", Duration::from_secs(10), || {
+        proxy.metric_sum("keyward_certificate_renewals_total", &[("result", "ok")]) >= renewed + 2.0
+    })
+    .await;
+    assert_eq!(
+        status_through(&proxy, &url),
+        200,
+        "a leaf under the new root, trusted through the bundle"
+    );
+    let old_only = proxy.path("old-root.pem");
+    std::fs::write(&old_only, &old_cert).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "5",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+        ])
+        .arg(&old_only)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000",
+        "an agent that trusts only the old root refuses the new chain: the bundle is what carries the rotation"
     );
 }

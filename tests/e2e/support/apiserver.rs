@@ -31,6 +31,7 @@ impl ApiServer {
         let dir = tempfile::tempdir().unwrap();
         let (root_cert, root_key) = root_ca();
         std::fs::write(dir.path().join("root.crt"), &root_cert).unwrap();
+        std::fs::write(dir.path().join("root.key"), &root_key).unwrap();
         let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
         let seed = serde_json::json!({
             "namespaces": [
@@ -160,6 +161,25 @@ impl ApiServer {
         assert_eq!(answer["kind"], "ConfigMap", "{answer}");
     }
 
+    /// Replaces the root CA Secret: the signing root, and the bundle every agent must trust.
+    pub fn put_root(&self, cert: &str, key: &str, bundle: &str) {
+        let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+        let patch = serde_json::json!({ "data": {
+            "tls.crt": b64(cert), "tls.key": b64(key), "ca-bundle.crt": b64(bundle),
+        }});
+        let answer = self.call(
+            "PATCH",
+            &format!("/api/v1/namespaces/{CONTROLLER_NS}/secrets/keyward-ca"),
+            Some(patch),
+        );
+        assert_eq!(answer["kind"], "Secret", "{answer}");
+    }
+
+    /// The current root key (PEM), as seeded.
+    pub fn root_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("root.key")).unwrap()
+    }
+
     /// Writes a token to a file in the stand-in's directory, as the kubelet projects it.
     pub fn token_file(&self, name: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -175,7 +195,8 @@ impl Drop for ApiServer {
     }
 }
 
-fn root_ca() -> (String, String) {
+/// A new root CA that may sign intermediates: `(certificate PEM, key PEM)`.
+pub fn root_ca() -> (String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();

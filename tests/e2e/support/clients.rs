@@ -134,3 +134,23 @@ async fn run(mut cmd: Command) -> std::process::Output {
         .expect("client finished in time")
         .expect("client runs")
 }
+
+/// Node (tests/clients/connect.mjs): CONNECT through the proxy, then TLS trusting Node's default CAs plus
+/// `NODE_EXTRA_CA_CERTS` = the proxy's CA file. Returns the status (0 when TLS or the tunnel failed) and the
+/// error, if any.
+pub async fn node(proxy: &Proxy, url: &str, headers: &[&str]) -> (u16, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/connect.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
+        .arg(proxy.url())
+        .arg(url)
+        .args(headers)
+        .env("NODE_EXTRA_CA_CERTS", proxy.ca_cert());
+    let out = run(cmd).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("node failed: {}", String::from_utf8_lossy(&out.stderr)));
+    (
+        v["status"].as_u64().unwrap_or(0) as u16,
+        v["error"].as_str().unwrap_or("").to_string(),
+    )
+}
