@@ -226,7 +226,7 @@ pub async fn build(
         limits: config.limits.clone(),
     };
     if let Some(link) = files.controller {
-        tokio::spawn(link.clone().follow_blocked(shared.kill_switch.clone()));
+        tokio::spawn(link.clone().follow_blocked(shared.kill_switch.clone(), metrics.clone()));
     }
     let (max_connections, shutdown_grace) = (config.limits.max_connections, config.shutdown_grace);
     let state = state(&config, &shared).await?;
@@ -234,7 +234,10 @@ pub async fn build(
     let config_path = config.path.clone();
     let reloader = Arc::new(Reloader::new(config, shared.clone(), live.clone()));
     if let (Some(link), Some((name, etag))) = (files.controller, files.followed.clone()) {
-        tokio::spawn(link.clone().follow_config(name, etag, config_path, reloader.clone()));
+        let followed = link
+            .clone()
+            .follow_config(name, etag, config_path, reloader.clone(), shared.metrics.clone());
+        tokio::spawn(followed);
     }
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
@@ -282,6 +285,7 @@ async fn interception(
         return Ok(Arc::new(LeafCache::new(ca, minted)?));
     };
     let issued = link.certificate().await.map_err(StartError::Controller)?;
+    metrics.controller_answered();
     tracing::info!(not_after = %humantime::format_rfc3339_seconds(issued.not_after), "intermediate certificate from keyward controller");
     if let Some(bundle) = files.trust_bundle {
         written(bundle, &issued.trust_bundle)?;

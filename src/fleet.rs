@@ -211,6 +211,7 @@ impl Link {
                         not_after = issued.not_after;
                         leaves.replace_issuer(issued.issuing);
                         metrics.certificate_renewed(true);
+                        metrics.controller_answered();
                         metrics.certificate_expiry(not_after);
                         readiness.set(None);
                         tracing::info!(not_after = %humantime::format_rfc3339_seconds(not_after), "intermediate certificate renewed");
@@ -262,12 +263,17 @@ impl Link {
         mut etag: String,
         config: PathBuf,
         reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
     ) {
         let mut delay = RETRY_FIRST;
         loop {
             match self.config(&name, Some(&etag)).await {
-                Ok(None) => delay = RETRY_FIRST,
+                Ok(None) => {
+                    metrics.controller_answered();
+                    delay = RETRY_FIRST;
+                }
                 Ok(Some((tag, files))) => {
+                    metrics.controller_answered();
                     delay = RETRY_FIRST;
                     etag = tag;
                     match write_config(&config, &files) {
@@ -293,7 +299,7 @@ impl Link {
     }
 
     /// Follows the fleet-wide blocked set: a long poll that answers at once when the set changes.
-    pub async fn follow_blocked(self: Arc<Self>, kill_switch: Arc<KillSwitch>) {
+    pub async fn follow_blocked(self: Arc<Self>, kill_switch: Arc<KillSwitch>, metrics: Arc<Metrics>) {
         let mut etag: Option<String> = None;
         let mut delay = RETRY_FIRST;
         loop {
@@ -301,6 +307,7 @@ impl Link {
             let limit = POLL_WAIT + Duration::from_secs(10);
             match self.call(Method::GET, &path, None, etag.as_deref(), limit).await {
                 Ok((StatusCode::OK, tag, answer)) => {
+                    metrics.controller_answered();
                     match serde_json::from_value::<Fleet>(answer) {
                         Ok(fleet) => kill_switch.set_fleet(fleet),
                         Err(e) => tracing::warn!(error = %e, "the controller's blocked set did not parse"),
@@ -308,7 +315,10 @@ impl Link {
                     etag = tag;
                     delay = RETRY_FIRST;
                 }
-                Ok((StatusCode::NOT_MODIFIED, _, _)) => delay = RETRY_FIRST,
+                Ok((StatusCode::NOT_MODIFIED, _, _)) => {
+                    metrics.controller_answered();
+                    delay = RETRY_FIRST;
+                }
                 Ok((status, _, answer)) => {
                     tracing::warn!(%status, message = answer["message"].as_str().unwrap_or(""), "the controller refused the blocked-set poll");
                     tokio::time::sleep(jittered(delay)).await;

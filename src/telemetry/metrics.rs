@@ -154,6 +154,7 @@ pub struct Metrics {
     config_reload_ok: Gauge,
     certificate_renewals: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
+    controller_contact: Gauge,
     policy_reload_ok: Gauge,
     vault_requests: Family<VaultLabels, Counter>,
     vault_last_success: Gauge,
@@ -281,6 +282,12 @@ impl Default for Metrics {
             "When the intermediate certificate from keyward controller expires (Unix time; 0 without a controller)",
             certificate_expiry.clone(),
         );
+        let controller_contact = Gauge::default();
+        registry.register(
+            "controller_last_contact_timestamp_seconds",
+            "When keyward controller last answered this sidecar (Unix time; 0 without a controller)",
+            controller_contact.clone(),
+        );
         let vault_requests = Family::<VaultLabels, Counter>::default();
         registry.register(
             "vault_requests",
@@ -332,6 +339,7 @@ impl Default for Metrics {
             config_reload_ok,
             certificate_renewals,
             certificate_expiry,
+            controller_contact,
             policy_reload_ok,
             vault_requests,
             vault_last_success,
@@ -442,6 +450,15 @@ impl Metrics {
     pub fn certificate_renewed(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.certificate_renewals.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// keyward controller answered (any call: certificate, configuration, blocked set).
+    pub fn controller_answered(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.controller_contact
+            .set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
     }
 
     pub fn certificate_expiry(&self, not_after: std::time::SystemTime) {
@@ -599,6 +616,7 @@ mod tests {
         m.policy_reload(true);
         m.config_reload(true);
         m.certificate_renewed(true);
+        m.controller_answered();
         m.vault_request("read", true);
         m.vault_refreshed();
         m.oauth2_refresh("c", "ok");

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod bundle;
 pub mod ca;
 pub mod leaf;
+pub mod serving;
 
 use std::sync::Arc;
 

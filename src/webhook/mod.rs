@@ -42,23 +42,21 @@ pub fn load_settings(path: &Path) -> Result<Settings, WebhookError> {
     crate::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
 }
 
+/// The serving TLS configuration, with the certificate re-read when its files change
+/// ([`crate::tls::serving`]).
 pub(crate) fn tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
-    let err = |p: &Path, message: String| WebhookError::File {
-        path: p.display().to_string(),
+    let resolver = crate::tls::serving::FileCert::load(cert, key).map_err(|message| WebhookError::File {
+        path: cert.display().to_string(),
         message,
-    };
-    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).map_err(|e| err(cert, e.to_string()))?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(cert, e.to_string()))?;
-    let key_der = rustls_pemfile::private_key(&mut std::fs::read(key).map_err(|e| err(key, e.to_string()))?.as_slice())
-        .map_err(|e| err(key, e.to_string()))?
-        .ok_or_else(|| err(key, "no private key".into()))?;
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| err(cert, e.to_string()))?
+        .map_err(|e| WebhookError::File {
+            path: cert.display().to_string(),
+            message: e.to_string(),
+        })?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| err(cert, e.to_string()))?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
