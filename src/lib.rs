@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod admin_token;
+pub mod agent_env;
 pub mod app;
 pub mod cli;
 pub mod config;
