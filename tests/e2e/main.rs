@@ -17,6 +17,7 @@ mod policy;
 mod reliability;
 mod reload;
 mod routing;
+mod runtimes;
 mod scrubbing;
 mod secrets_rotation;
 mod security;
