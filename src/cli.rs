@@ -125,7 +125,8 @@ pub enum Command {
         tls_cert: PathBuf,
         #[arg(long)]
         tls_key: PathBuf,
-        /// Injector settings (YAML): image, CA secret, default config, placeholder env, resources.
+        /// Injector settings (YAML): image, controller URL and CA, default configuration name, token
+        /// audiences, placeholder env, resources.
         #[arg(long)]
         settings: PathBuf,
     },

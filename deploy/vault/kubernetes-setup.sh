@@ -103,4 +103,5 @@ agent_path="$kv_prefix/{{$alias_meta.service_account_namespace}}/{{$alias_meta.s
 
 echo "role $role ready on auth/$mount (audience $audience, namespaces $namespace, service accounts $service_account)"
 echo "policy $policy: each service account reads $kv_mount/$kv_prefix/<namespace>/<service account>[/...]"
-echo "keyward.yaml: secrets.vault.auth.kubernetes: { role: $role, mount: $mount, jwt_path: <the sidecar's $audience token> }"
+echo "keyward.yaml: secrets.vault.auth.kubernetes: { role: $role, mount: $mount, jwt_path: /var/run/secrets/keyward/vault/token }"
+echo "  (the sidecar's projected $audience token; the Helm chart's configurations say so, with sidecar.vaultAudience: $audience)"

@@ -514,7 +514,9 @@ async fn long_poll<T: Clone>(
 }
 
 fn load_root(files: &cluster::RootFiles) -> Result<Root, String> {
-    let key = KeyPair::from_pem(&files.key).map_err(|e| format!("tls.key: {e}"))?;
+    // Not `KeyPair::from_pem`: with ring it takes PKCS#8 only, and Helm's genCA writes PKCS#1.
+    let key = crate::tls::ca::key_pair(&files.key)
+        .ok_or("tls.key: not a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 P-256)")?;
     let der = rustls_pemfile::certs(&mut files.cert.as_bytes())
         .next()
         .and_then(Result::ok)
@@ -567,4 +569,31 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("static headers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart's CA Secret holds Helm `genCA` output: a PKCS#1 RSA key, which rcgen's `KeyPair::from_pem`
+    /// (ring) refuses.
+    #[test]
+    fn a_root_from_helm_gen_ca_loads_and_signs() {
+        for dir in ["ca-rsa-pkcs1", "ca-ec-sec1"] {
+            let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(dir);
+            let read = |name: &str| std::fs::read_to_string(base.join(name)).unwrap();
+            let files = cluster::RootFiles {
+                cert: read("ca.crt"),
+                key: read("ca.key"),
+                bundle: None,
+            };
+            let root = load_root(&files).unwrap_or_else(|e| panic!("{dir}: {e}"));
+            assert_eq!(root.bundle, files.cert, "{dir}: the bundle is the root itself");
+            let leaf_key = KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+            assert!(params.signed_by(&leaf_key, &root.issuer).is_ok(), "{dir} signs");
+        }
+    }
 }

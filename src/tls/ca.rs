@@ -78,8 +78,9 @@ impl Ca {
 }
 
 /// The CA key in any of the PEM forms CA tooling writes: PKCS#8, PKCS#1 RSA (openssl's traditional format
-/// and Helm's `genCA`) or SEC1 EC. ring signs from PKCS#8 only, so the other two are wrapped into it.
-fn key_pair(pem: &str) -> Option<KeyPair> {
+/// and Helm's `genCA`) or SEC1 EC. ring signs from PKCS#8 only, so the other two are wrapped into it. The
+/// controller loads the root CA of its Secret with it too.
+pub(crate) fn key_pair(pem: &str) -> Option<KeyPair> {
     use rustls::pki_types::PrivateKeyDer;
     // AlgorithmIdentifier DER: rsaEncryption + NULL; id-ecPublicKey + prime256v1.
     const RSA: &[u8] = &[

@@ -39,7 +39,17 @@ pub fn load_settings(path: &Path) -> Result<Settings, WebhookError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    crate::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))
+    let mut settings: Settings =
+        crate::yaml::parse(&text).map_err(|e| err(format!("line {}: {}", e.line, e.message)))?;
+    if let Some(file) = &settings.controller_ca_file {
+        if !settings.controller_ca.trim().is_empty() {
+            return Err(err("set controller_ca or controller_ca_file, not both".into()));
+        }
+        settings.controller_ca =
+            std::fs::read_to_string(file).map_err(|e| err(format!("controller_ca_file {}: {e}", file.display())))?;
+    }
+    settings.check().map_err(err)?;
+    Ok(settings)
 }
 
 /// The serving TLS configuration, with the certificate re-read when its files change
@@ -161,4 +171,48 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("static status and headers are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkeywardControllerCA\n-----END CERTIFICATE-----\n";
+
+    fn load(text: &str) -> Result<Settings, WebhookError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.yaml");
+        std::fs::write(&path, text).unwrap();
+        load_settings(&path)
+    }
+
+    #[test]
+    fn the_controller_ca_comes_inline_or_from_a_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, PEM).unwrap();
+        let base = "image: keyward:test\ncontroller_url: https://keyward-controller.keyward.svc:443\n";
+
+        let from_file = load(&format!("{base}controller_ca_file: {}\n", ca.display())).unwrap();
+        assert_eq!(from_file.controller_ca, PEM);
+        let inline = load(&format!("{base}controller_ca: {PEM:?}\n")).unwrap();
+        assert_eq!(inline.controller_ca, PEM);
+
+        let both = load(&format!(
+            "{base}controller_ca: {PEM:?}\ncontroller_ca_file: {}\n",
+            ca.display()
+        ));
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let missing = load(&format!(
+            "{base}controller_ca_file: {}\n",
+            dir.path().join("nope").display()
+        ));
+        assert!(missing.unwrap_err().to_string().contains("controller_ca_file"));
+        let neither = load(base);
+        assert!(neither.unwrap_err().to_string().contains("controller_ca"));
+        let plain = load(&format!(
+            "image: keyward:test\ncontroller_url: http://keyward-controller.keyward.svc\ncontroller_ca: {PEM:?}\n"
+        ));
+        assert!(plain.unwrap_err().to_string().contains("https://"));
+    }
 }

@@ -5,8 +5,17 @@
 //! `restartPolicy: Always`, so Jobs still complete; or a classic container for older clusters), its volumes,
 //! and for each agent container the proxy and CA-trust environment, the placeholder variables and the trust
 //! bundle mount. Existing environment variables of the same name are left alone: the pod's author wins.
+//!
+//! An injected pod names no Secret and no ConfigMap: it runs in the agent's namespace, and those of the chart
+//! live in the controller's. The sidecar fetches its configuration (`keyward.dev/config`, else the default)
+//! and its intermediate CA from `keyward controller`, authenticated by a projected service-account token of
+//! the controller's audience; it logs in to Vault with another token, of Vault's audience; it trusts the
+//! controller by the CA certificate written inline into its environment (public); and it generates its own
+//! admin token. Its volumes are emptyDirs and those two tokens, which only the sidecar mounts: the agent
+//! containers mount the trust bundle and nothing else.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,6 +23,7 @@ use serde_json::{json, Value};
 pub const INJECT: &str = "keyward.dev/inject";
 pub const STATUS: &str = "keyward.dev/status";
 pub const AGENT_ID: &str = "keyward.dev/agent-id";
+/// The name of the proxy configuration the sidecar fetches from the controller.
 pub const CONFIG: &str = "keyward.dev/config";
 pub const CONTAINERS: &str = "keyward.dev/containers";
 pub const EXCLUDE: &str = "keyward.dev/exclude-containers";
@@ -21,13 +31,28 @@ pub const NATIVE: &str = "keyward.dev/native-sidecar";
 pub const CPU: &str = "keyward.dev/cpu";
 pub const MEMORY: &str = "keyward.dev/memory";
 
+/// The projected token the sidecar logs in to Vault with (`secrets.vault.auth.kubernetes.jwt_path` of the
+/// configurations the chart renders).
+pub const VAULT_TOKEN: &str = "/var/run/secrets/keyward/vault/token";
+
 const SIDECAR: &str = "keyward";
-/// Where the sidecar writes the admin token it generates when no token Secret is configured: an in-memory
-/// volume only the sidecar mounts, so the agent container cannot read it.
-const GENERATED_TOKEN_DIR: &str = "/var/run/keyward/admin";
-const GENERATED_TOKEN: &str = "/var/run/keyward/admin/token";
+/// The sidecar's own directory; only the sidecar mounts it. The admin token it generates is written here.
+const RUN_DIR: &str = "/var/run/keyward";
+const ADMIN_TOKEN: &str = "/var/run/keyward/admin.token";
+/// Where the sidecar writes the configuration it fetches (`keyward.yaml`, and the Rego files under `policies/`).
+const CONFIG_DIR: &str = "/var/run/keyward/config";
+const CONFIG_FILE: &str = "/var/run/keyward/config/keyward.yaml";
 const TRUST_DIR: &str = "/var/run/keyward/trust";
 const BUNDLE: &str = "/var/run/keyward/trust/ca-bundle.pem";
+const CONTROLLER_TOKEN_DIR: &str = "/var/run/secrets/keyward/controller";
+const CONTROLLER_TOKEN: &str = "/var/run/secrets/keyward/controller/token";
+const VAULT_TOKEN_DIR: &str = "/var/run/secrets/keyward/vault";
+
+const RUN_VOLUME: &str = "keyward-run";
+const CONFIG_VOLUME: &str = "keyward-config";
+const TRUST_VOLUME: &str = "keyward-trust";
+const CONTROLLER_TOKEN_VOLUME: &str = "keyward-controller-token";
+const VAULT_TOKEN_VOLUME: &str = "keyward-vault-token";
 
 /// The injector's settings (a file the Helm chart renders from its values).
 #[derive(Debug, Clone, Deserialize)]
@@ -36,14 +61,28 @@ pub struct Settings {
     pub image: String,
     #[serde(default = "default_pull_policy")]
     pub image_pull_policy: String,
-    /// Secret holding the interception CA (`ca.crt`, `ca.key`).
-    pub ca_secret: String,
-    /// ConfigMap with `keyward.yaml`, unless the pod names one in `keyward.dev/config`.
-    pub default_config: String,
-    /// Secret with the admin API token (key `token`), mounted at /etc/keyward/admin for `admin_token`. The
-    /// admin listener has to be reachable by kubelet probes, so on a pod network it must not be open.
+    /// The controller as sidecars reach it, e.g. `https://keyward-controller.keyward.svc:443`.
+    pub controller_url: String,
+    /// PEM of the CA that signed the controller's serving certificate. Public: it is written inline into the
+    /// sidecar's environment (`KEYWARD_CONTROLLER_CA_PEM`), so no Secret has to exist in the pod's namespace.
     #[serde(default)]
-    pub admin_token_secret: Option<String>,
+    pub controller_ca: String,
+    /// A file to read `controller_ca` from when the settings are loaded (cert-manager writes `ca.crt` next to
+    /// the serving certificate), instead of giving it inline.
+    #[serde(default)]
+    pub controller_ca_file: Option<PathBuf>,
+    /// The configuration (by name, as the controller serves it) of pods that name none in `keyward.dev/config`.
+    #[serde(default = "default_config")]
+    pub default_config: String,
+    /// Audience of the sidecar's projected token for the controller (the controller's `--audience`).
+    #[serde(default = "default_controller_audience")]
+    pub controller_audience: String,
+    /// Audience of the sidecar's projected token for Vault (the audience Vault's role is bound to).
+    #[serde(default = "default_vault_audience")]
+    pub vault_audience: String,
+    /// Lifetime the kubelet requests for both tokens (it rotates them before they expire); at least 600.
+    #[serde(default = "default_token_expiration")]
+    pub token_expiration_seconds: u32,
     #[serde(default = "default_true")]
     pub native_sidecar: bool,
     #[serde(default = "default_proxy_port")]
@@ -61,8 +100,50 @@ pub struct Settings {
     pub memory: String,
 }
 
+impl Settings {
+    /// Refuses settings that would give every injected pod a sidecar that cannot start; checked when the
+    /// settings are loaded, so the webhook fails at its own start instead.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.controller_url.starts_with("https://") {
+            return Err(format!(
+                "controller_url must be an https:// URL, not {:?}",
+                self.controller_url
+            ));
+        }
+        if !self.controller_ca.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(
+                "controller_ca (or controller_ca_file) must hold the PEM certificate of the CA that signed the \
+                 controller's serving certificate"
+                    .into(),
+            );
+        }
+        if self.default_config.is_empty() {
+            return Err("default_config must not be empty".into());
+        }
+        if self.token_expiration_seconds < 600 {
+            return Err(format!(
+                "token_expiration_seconds must be at least 600 (the Kubernetes minimum), not {}",
+                self.token_expiration_seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_pull_policy() -> String {
     "IfNotPresent".into()
+}
+fn default_config() -> String {
+    "default".into()
+}
+fn default_controller_audience() -> String {
+    "keyward".into()
+}
+fn default_vault_audience() -> String {
+    "vault".into()
+}
+fn default_token_expiration() -> u32 {
+    3600
 }
 fn default_true() -> bool {
     true
@@ -105,25 +186,21 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "agent".into());
-    let config_map = annotation(CONFIG).unwrap_or(&settings.default_config);
+    let config = annotation(CONFIG).unwrap_or(&settings.default_config);
 
-    let mut volumes = vec![
-        json!({ "name": "keyward-config", "configMap": { "name": config_map } }),
-        json!({ "name": "keyward-ca", "secret": { "secretName": settings.ca_secret, "defaultMode": 0o400 } }),
-        json!({ "name": "keyward-trust", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }),
+    let expiration = settings.token_expiration_seconds;
+    let volumes = vec![
+        // Only the sidecar mounts these two; it writes its admin token and its fetched configuration there.
+        json!({ "name": RUN_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "64Ki" } }),
+        json!({ "name": CONFIG_VOLUME, "emptyDir": { "sizeLimit": "4Mi" } }),
+        // The trust bundle: written by the sidecar, read by the agent containers.
+        json!({ "name": TRUST_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }),
+        token_volume(CONTROLLER_TOKEN_VOLUME, &settings.controller_audience, expiration),
+        token_volume(VAULT_TOKEN_VOLUME, &settings.vault_audience, expiration),
     ];
-    match &settings.admin_token_secret {
-        Some(secret) => {
-            volumes.push(json!({ "name": "keyward-admin", "secret": { "secretName": secret, "defaultMode": 0o400 } }))
-        }
-        // The sidecar generates a token; it goes to a volume only the sidecar mounts (the CA mount is read-only).
-        None => {
-            volumes.push(json!({ "name": "keyward-admin", "emptyDir": { "medium": "Memory", "sizeLimit": "1Ki" } }))
-        }
-    }
     append(&mut ops, pod.pointer("/spec/volumes"), "/spec/volumes", &volumes);
 
-    let sidecar = sidecar(settings, &agent_id, native, annotation(CPU), annotation(MEMORY));
+    let sidecar = sidecar(settings, &agent_id, config, native, annotation(CPU), annotation(MEMORY));
     if native {
         // First, so that it is up (its startup probe passes only once the trust bundle is written) before
         // the other init containers and the agent start.
@@ -161,7 +238,7 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
             .filter(|e| !existing.contains(&e["name"].as_str().unwrap_or("")))
             .collect();
         append(&mut ops, container.get("env"), &format!("{base}/env"), &new);
-        let mount = json!({ "name": "keyward-trust", "mountPath": TRUST_DIR, "readOnly": true });
+        let mount = json!({ "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true });
         append(
             &mut ops,
             container.get("volumeMounts"),
@@ -230,7 +307,26 @@ fn agent_env(settings: &Settings) -> Vec<Value> {
         .collect()
 }
 
-fn sidecar(settings: &Settings, agent_id: &str, native: bool, cpu: Option<&str>, memory: Option<&str>) -> Value {
+/// A projected service-account token for `audience`, as `token` in the volume; the kubelet renews it.
+fn token_volume(name: &str, audience: &str, expiration_seconds: u32) -> Value {
+    json!({
+        "name": name,
+        "projected": {
+            "sources": [{
+                "serviceAccountToken": { "audience": audience, "expirationSeconds": expiration_seconds, "path": "token" },
+            }],
+        },
+    })
+}
+
+fn sidecar(
+    settings: &Settings,
+    agent_id: &str,
+    config: &str,
+    native: bool,
+    cpu: Option<&str>,
+    memory: Option<&str>,
+) -> Value {
     let resources = json!({
         "requests": { "cpu": cpu.unwrap_or(&settings.cpu), "memory": memory.unwrap_or(&settings.memory) },
         "limits": { "memory": memory.unwrap_or(&settings.memory) },
@@ -239,20 +335,35 @@ fn sidecar(settings: &Settings, agent_id: &str, native: bool, cpu: Option<&str>,
         "name": SIDECAR,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["run", "--config", "/etc/keyward/keyward.yaml", "--trust-bundle", BUNDLE],
+        "args": [
+            "run",
+            "--config", CONFIG_FILE,
+            "--controller", settings.controller_url,
+            "--controller-config", config,
+            "--controller-token", CONTROLLER_TOKEN,
+            "--trust-bundle", BUNDLE,
+            "--admin-token-file", ADMIN_TOKEN,
+        ],
         "env": [
             { "name": "KEYWARD_AGENT_ID", "value": agent_id },
             { "name": "KEYWARD_LOG_FORMAT", "value": "json" },
+            { "name": "KEYWARD_CONTROLLER_CA_PEM", "value": settings.controller_ca },
+            // What `kubectl exec -c keyward -- keyward admin ...` needs to find the running proxy's files.
+            { "name": "KEYWARD_CONFIG", "value": CONFIG_FILE },
+            { "name": "KEYWARD_ADMIN_TOKEN_FILE", "value": ADMIN_TOKEN },
         ],
         "ports": [
             { "name": "keyward-proxy", "containerPort": settings.proxy_port },
             { "name": "keyward-admin", "containerPort": settings.admin_port },
         ],
         "volumeMounts": [
-            { "name": "keyward-config", "mountPath": "/etc/keyward", "readOnly": true },
-            { "name": "keyward-ca", "mountPath": "/etc/keyward/ca", "readOnly": true },
-            { "name": "keyward-trust", "mountPath": TRUST_DIR },
+            { "name": RUN_VOLUME, "mountPath": RUN_DIR },
+            { "name": CONFIG_VOLUME, "mountPath": CONFIG_DIR },
+            { "name": TRUST_VOLUME, "mountPath": TRUST_DIR },
+            { "name": CONTROLLER_TOKEN_VOLUME, "mountPath": CONTROLLER_TOKEN_DIR, "readOnly": true },
+            { "name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": true },
         ],
+        // /healthz and /readyz need no admin token, so the kubelet can probe them on the pod IP.
         "startupProbe": { "httpGet": { "path": "/readyz", "port": settings.admin_port }, "periodSeconds": 1, "failureThreshold": 120 },
         "readinessProbe": { "httpGet": { "path": "/readyz", "port": settings.admin_port }, "periodSeconds": 5 },
         "livenessProbe": { "httpGet": { "path": "/healthz", "port": settings.admin_port }, "periodSeconds": 10 },
@@ -267,20 +378,6 @@ fn sidecar(settings: &Settings, agent_id: &str, native: bool, cpu: Option<&str>,
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
-    let mount = match settings.admin_token_secret {
-        Some(_) => json!({ "name": "keyward-admin", "mountPath": "/etc/keyward/admin", "readOnly": true }),
-        None => {
-            container["env"]
-                .as_array_mut()
-                .expect("built above")
-                .push(json!({ "name": "KEYWARD_ADMIN_TOKEN_FILE", "value": GENERATED_TOKEN }));
-            json!({ "name": "keyward-admin", "mountPath": GENERATED_TOKEN_DIR })
-        }
-    };
-    container["volumeMounts"]
-        .as_array_mut()
-        .expect("built above")
-        .push(mount);
     if native {
         container["restartPolicy"] = json!("Always");
     }
@@ -296,11 +393,20 @@ fn escape(segment: &str) -> String {
 mod tests {
     use super::*;
 
+    const CONTROLLER_URL: &str = "https://keyward-controller.keyward.svc:443";
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkeywardControllerCA\n-----END CERTIFICATE-----\n";
+    const SETTINGS: &str = "image: ghcr.io/keyward/keyward:0.1.0
+controller_url: https://keyward-controller.keyward.svc:443
+controller_ca: |
+  -----BEGIN CERTIFICATE-----
+  MIIBkeywardControllerCA
+  -----END CERTIFICATE-----
+env:
+  OPENAI_API_KEY: kw-placeholder-openai
+";
+
     fn settings() -> Settings {
-        crate::yaml::parse(
-            "image: ghcr.io/keyward/keyward:0.1.0\nca_secret: keyward-ca\ndefault_config: keyward-config\nenv:\n  OPENAI_API_KEY: kw-placeholder-openai\n",
-        )
-        .unwrap()
+        crate::yaml::parse(SETTINGS).unwrap()
     }
 
     fn pod(annotations: Value, spec: Value) -> Value {
@@ -308,29 +414,119 @@ mod tests {
     }
 
     /// Applies the patch as the API server would, and checks that a second review of the result is a no-op.
-    fn injected(pod: &Value) -> Value {
-        let ops = patch(pod, &settings()).expect("a patch");
+    fn injected_with(pod: &Value, settings: &Settings) -> Value {
+        let ops = patch(pod, settings).expect("a patch");
         let mut out = pod.clone();
         json_patch::patch(
             &mut out,
             &serde_json::from_value::<json_patch::Patch>(Value::Array(ops)).unwrap(),
         )
         .unwrap();
-        assert!(patch(&out, &settings()).is_none(), "mutation is idempotent");
+        assert!(patch(&out, settings).is_none(), "mutation is idempotent");
         out
+    }
+
+    fn injected(pod: &Value) -> Value {
+        injected_with(pod, &settings())
     }
 
     fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
         container["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"].as_str()
     }
 
-    fn sidecars(pod: &Value) -> usize {
-        ["containers", "initContainers"]
+    /// The value after `name` in the container's args.
+    fn flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+        let args = container["args"].as_array()?;
+        let at = args.iter().position(|a| a == name)?;
+        args.get(at + 1)?.as_str()
+    }
+
+    fn mounts(container: &Value) -> Vec<&Value> {
+        container["volumeMounts"]
+            .as_array()
+            .map(|m| m.iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every container of the pod, init containers first.
+    fn all_containers(pod: &Value) -> Vec<&Value> {
+        ["initContainers", "containers"]
             .iter()
             .filter_map(|k| pod["spec"][k].as_array())
             .flatten()
-            .filter(|c| c["name"] == "keyward")
-            .count()
+            .collect()
+    }
+
+    fn sidecars(pod: &Value) -> usize {
+        all_containers(pod).iter().filter(|c| c["name"] == "keyward").count()
+    }
+
+    /// Every object key anywhere in `value`.
+    fn keys(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    keys(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn settings_defaults_and_what_is_refused() {
+        let s = settings();
+        assert_eq!(s.default_config, "default");
+        assert_eq!(s.controller_audience, "keyward");
+        assert_eq!(s.vault_audience, "vault");
+        assert_eq!(s.token_expiration_seconds, 3600);
+        assert_eq!(s.controller_ca, CA_PEM);
+        assert!(s.controller_ca_file.is_none());
+        assert_eq!(s.check(), Ok(()));
+
+        let mut plain = settings();
+        plain.controller_url = "http://keyward-controller.keyward.svc".into();
+        assert!(plain.check().is_err(), "the controller is reached over TLS only");
+        let mut no_ca = settings();
+        no_ca.controller_ca = String::new();
+        assert!(
+            no_ca.check().is_err(),
+            "without the CA the sidecar cannot trust the controller"
+        );
+        let mut short = settings();
+        short.token_expiration_seconds = 599;
+        assert!(
+            short.check().is_err(),
+            "the API server refuses projected tokens under 10 minutes"
+        );
+        let mut unnamed = settings();
+        unnamed.default_config = String::new();
+        assert!(unnamed.check().is_err());
+
+        // The old shape named Secrets and ConfigMaps of the chart's namespace: refused, not silently ignored.
+        for old in ["ca_secret: keyward-ca", "admin_token_secret: keyward-admin-token"] {
+            let text = format!("{SETTINGS}{old}\n");
+            assert!(crate::yaml::parse::<Settings>(&text).is_err(), "{old}");
+        }
+        let tuned: Settings = crate::yaml::parse(&format!(
+            "{SETTINGS}default_config: research\ncontroller_audience: kw\nvault_audience: bao\ntoken_expiration_seconds: 7200\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                tuned.default_config.as_str(),
+                tuned.controller_audience.as_str(),
+                tuned.vault_audience.as_str(),
+                tuned.token_expiration_seconds
+            ),
+            ("research", "kw", "bao", 7200)
+        );
     }
 
     #[test]
@@ -362,6 +558,46 @@ mod tests {
         assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(sidecar["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(env(sidecar, "KEYWARD_AGENT_ID"), Some("sales-bot"));
+        // The sidecar's command line, as `keyward run` takes it in controller mode.
+        assert_eq!(
+            sidecar["args"],
+            json!([
+                "run",
+                "--config",
+                "/var/run/keyward/config/keyward.yaml",
+                "--controller",
+                CONTROLLER_URL,
+                "--controller-config",
+                "default",
+                "--controller-token",
+                "/var/run/secrets/keyward/controller/token",
+                "--trust-bundle",
+                "/var/run/keyward/trust/ca-bundle.pem",
+                "--admin-token-file",
+                "/var/run/keyward/admin.token",
+            ])
+        );
+        assert_eq!(
+            env(sidecar, "KEYWARD_CONTROLLER_CA_PEM"),
+            Some(CA_PEM),
+            "the controller's CA, inline"
+        );
+        assert_eq!(env(sidecar, "KEYWARD_ADMIN_TOKEN_FILE"), Some(ADMIN_TOKEN));
+        assert_eq!(env(sidecar, "KEYWARD_CONFIG"), Some(CONFIG_FILE));
+        let sidecar_mounts: Vec<(&str, bool)> = mounts(sidecar)
+            .iter()
+            .map(|m| (m["mountPath"].as_str().unwrap(), m["readOnly"] == true))
+            .collect();
+        assert_eq!(
+            sidecar_mounts,
+            [
+                (RUN_DIR, false),
+                (CONFIG_DIR, false),
+                (TRUST_DIR, false),
+                (CONTROLLER_TOKEN_DIR, true),
+                (VAULT_TOKEN_DIR, true),
+            ]
+        );
         let app = &out["spec"]["containers"][0];
         assert_eq!(env(app, "HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
         assert_eq!(
@@ -379,24 +615,171 @@ mod tests {
         }
         assert_eq!(env(app, "OPENAI_API_KEY"), Some("kw-placeholder-openai"));
         assert_eq!(app["volumeMounts"][0]["mountPath"], TRUST_DIR);
+        assert_eq!(app["volumeMounts"][0]["readOnly"], true);
         assert_eq!(
             app["volumeMounts"].as_array().unwrap().len(),
             1,
-            "the agent never mounts the admin token"
+            "the agent mounts the trust bundle and nothing else (no admin token, no configuration, no tokens)"
         );
-        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 4);
-        let sidecar = &out["spec"]["initContainers"][0];
-        assert_eq!(env(sidecar, "KEYWARD_ADMIN_TOKEN_FILE"), Some(GENERATED_TOKEN));
-        assert!(sidecar["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["mountPath"] == GENERATED_TOKEN_DIR));
+        assert!(env(app, "KEYWARD_CONTROLLER_CA_PEM").is_none());
+        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 5);
         assert_eq!(out["metadata"]["annotations"][STATUS], "injected");
         assert_eq!(
             out["spec"]["containers"][0]["image"], "agent:1",
             "the agent container is otherwise untouched"
         );
+    }
+
+    #[test]
+    fn an_injected_pod_references_no_secret_and_no_config_map() {
+        for annotations in [
+            json!({ INJECT: "true" }),
+            json!({ INJECT: "true", NATIVE: "false", CONFIG: "research" }),
+        ] {
+            let pod = pod(
+                annotations,
+                json!({ "containers": [{ "name": "app" }, { "name": "tool" }] }),
+            );
+            let ops = patch(&pod, &settings()).unwrap();
+            let mut found = Vec::new();
+            keys(&Value::Array(ops.clone()), &mut found);
+            for forbidden in [
+                "secret",
+                "secretName",
+                "secretRef",
+                "secretKeyRef",
+                "configMap",
+                "configMapRef",
+                "configMapKeyRef",
+            ] {
+                assert!(!found.iter().any(|k| k == forbidden), "{forbidden} in {ops:?}");
+            }
+            let out = injected(&pod);
+            for volume in out["spec"]["volumes"].as_array().unwrap() {
+                let kind: Vec<&str> = volume
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "name")
+                    .collect();
+                assert!(kind == ["emptyDir"] || kind == ["projected"], "{volume}");
+                for source in volume["projected"]["sources"].as_array().into_iter().flatten() {
+                    let only_token = source.as_object().unwrap().keys().all(|k| k == "serviceAccountToken");
+                    assert!(only_token, "a projected volume holds tokens only: {source}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_token_volumes_are_mounted_in_the_sidecar_only() {
+        for native in ["true", "false"] {
+            let out = injected(&pod(
+                json!({ INJECT: "true", NATIVE: native }),
+                json!({
+                    "initContainers": [{ "name": "migrate", "image": "m" }],
+                    "volumes": [{ "name": "data", "emptyDir": {} }],
+                    "containers": [
+                        { "name": "app" },
+                        { "name": "tool", "volumeMounts": [{ "name": "data", "mountPath": "/data" }] },
+                    ],
+                }),
+            ));
+            let volumes = out["spec"]["volumes"].as_array().unwrap();
+            for (name, audience, dir) in [
+                (CONTROLLER_TOKEN_VOLUME, "keyward", CONTROLLER_TOKEN_DIR),
+                (VAULT_TOKEN_VOLUME, "vault", VAULT_TOKEN_DIR),
+            ] {
+                let volume = volumes
+                    .iter()
+                    .find(|v| v["name"] == name)
+                    .unwrap_or_else(|| panic!("no volume {name}"));
+                let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+                assert_eq!(token["audience"], audience, "{name}");
+                assert_eq!(token["expirationSeconds"], 3600, "{name}");
+                assert_eq!(token["path"], "token", "{name}");
+                let containers = all_containers(&out);
+                let mounting: Vec<&str> = containers
+                    .iter()
+                    .filter(|c| mounts(c).iter().any(|m| m["name"] == name))
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
+                assert_eq!(mounting, ["keyward"], "{name} (native: {native})");
+                let sidecar = containers.iter().find(|c| c["name"] == "keyward").unwrap();
+                let mount = mounts(sidecar).into_iter().find(|m| m["name"] == name).unwrap();
+                assert_eq!(mount["mountPath"], dir);
+                assert_eq!(mount["readOnly"], true);
+            }
+            // The sidecar's own directory (admin token) and its configuration are not the agents' either.
+            for name in [RUN_VOLUME, CONFIG_VOLUME] {
+                let mounting = all_containers(&out)
+                    .iter()
+                    .filter(|c| mounts(c).iter().any(|m| m["name"] == name))
+                    .count();
+                assert_eq!(mounting, 1, "{name} (native: {native})");
+            }
+        }
+        assert_eq!(
+            format!("{VAULT_TOKEN_DIR}/token"),
+            VAULT_TOKEN,
+            "the path the chart's configurations log in to Vault with"
+        );
+    }
+
+    #[test]
+    fn the_config_annotation_names_the_configuration_the_sidecar_fetches() {
+        let spec = || json!({ "containers": [{ "name": "app" }] });
+        let default = injected(&pod(json!({ INJECT: "true" }), spec()));
+        let sidecar = &default["spec"]["initContainers"][0];
+        assert_eq!(flag(sidecar, "--controller-config"), Some("default"));
+        assert_eq!(flag(sidecar, "--controller"), Some(CONTROLLER_URL));
+
+        let chosen = injected(&pod(json!({ INJECT: "true", CONFIG: "research" }), spec()));
+        assert_eq!(
+            flag(&chosen["spec"]["initContainers"][0], "--controller-config"),
+            Some("research")
+        );
+
+        let mut fleet = settings();
+        fleet.default_config = "fleet".into();
+        let out = injected_with(&pod(json!({ INJECT: "true" }), spec()), &fleet);
+        assert_eq!(
+            flag(&out["spec"]["initContainers"][0], "--controller-config"),
+            Some("fleet"),
+            "the injector's default when the pod names none"
+        );
+        let out = injected_with(&pod(json!({ INJECT: "true", CONFIG: "research" }), spec()), &fleet);
+        assert_eq!(
+            flag(&out["spec"]["initContainers"][0], "--controller-config"),
+            Some("research"),
+            "the pod's choice wins"
+        );
+    }
+
+    #[test]
+    fn audiences_and_token_lifetime_come_from_the_settings() {
+        let mut tuned = settings();
+        tuned.controller_audience = "keyward-prod".into();
+        tuned.vault_audience = "https://vault.example.com".into();
+        tuned.token_expiration_seconds = 7200;
+        let out = injected_with(
+            &pod(json!({ INJECT: "true" }), json!({ "containers": [{ "name": "app" }] })),
+            &tuned,
+        );
+        let token = |name: &str| -> Value {
+            out["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap()["projected"]["sources"][0]["serviceAccountToken"]
+                .clone()
+        };
+        assert_eq!(token(CONTROLLER_TOKEN_VOLUME)["audience"], "keyward-prod");
+        assert_eq!(token(VAULT_TOKEN_VOLUME)["audience"], "https://vault.example.com");
+        assert_eq!(token(CONTROLLER_TOKEN_VOLUME)["expirationSeconds"], 7200);
+        assert_eq!(token(VAULT_TOKEN_VOLUME)["expirationSeconds"], 7200);
     }
 
     #[test]
@@ -429,7 +812,11 @@ mod tests {
         assert_eq!(env(app, "KEEP"), Some("1"));
         assert_eq!(env(app, "SSL_CERT_FILE"), Some(BUNDLE));
         assert_eq!(app["volumeMounts"].as_array().unwrap().len(), 2);
-        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 5);
+        assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            out["spec"]["volumes"][0]["name"], "data",
+            "the pod's own volume is kept first"
+        );
     }
 
     #[test]
@@ -450,34 +837,9 @@ mod tests {
         );
         assert!(containers[2].get("env").is_none(), "metrics not selected");
         assert!(containers[3].get("env").is_none(), "tool excluded");
-    }
-
-    #[test]
-    fn the_admin_token_secret_is_mounted_when_configured() {
-        let mut with_token = settings();
-        with_token.admin_token_secret = Some("keyward-admin-token".into());
-        let pod = pod(json!({ INJECT: "true" }), json!({ "containers": [{ "name": "app" }] }));
-        let ops = patch(&pod, &with_token).unwrap();
-        let mut out = pod.clone();
-        json_patch::patch(
-            &mut out,
-            &serde_json::from_value::<json_patch::Patch>(Value::Array(ops)).unwrap(),
-        )
-        .unwrap();
-        assert!(out["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["secret"]["secretName"] == "keyward-admin-token"));
-        let mounts = out["spec"]["initContainers"][0]["volumeMounts"].as_array().unwrap();
-        assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/keyward/admin"));
         assert!(
-            out["spec"]["containers"][0]["volumeMounts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|m| m["name"] != "keyward-admin"),
-            "the agent never sees it"
+            containers[2].get("volumeMounts").is_none(),
+            "metrics mounts nothing of Keyward's"
         );
     }
 

@@ -29,7 +29,15 @@ impl Drop for Webhook {
 fn start_webhook() -> Webhook {
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.yaml");
-    std::fs::write(&settings, "image: keyward:test\nca_secret: keyward-ca\ndefault_config: keyward-config\nenv:\n  OPENAI_API_KEY: kw-placeholder-openai\n").unwrap();
+    // The controller's CA is read from a file here (as with cert-manager), and written inline into pods.
+    std::fs::write(
+        &settings,
+        format!(
+            "image: keyward:test\ncontroller_url: https://keyward-controller.keyward.svc:443\ncontroller_ca_file: {}\nenv:\n  OPENAI_API_KEY: kw-placeholder-openai\n",
+            pki().ca_path.display()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(binary())
         .args([
             "--log-format",
@@ -127,9 +135,28 @@ fn the_webhook_patches_annotated_pods_over_tls_and_survives_bad_input() {
         .decode(answer["response"]["patch"].as_str().unwrap())
         .unwrap();
     let ops: Vec<Value> = serde_json::from_slice(&patch).unwrap();
-    assert!(ops
+    let sidecar = &ops
         .iter()
-        .any(|op| op["path"] == "/spec/initContainers" && op["value"][0]["name"] == "keyward"));
+        .find(|op| op["path"] == "/spec/initContainers" && op["value"][0]["name"] == "keyward")
+        .expect("the sidecar is added")["value"][0];
+    let ca_env = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "KEYWARD_CONTROLLER_CA_PEM")
+        .expect("the controller's CA");
+    assert_eq!(
+        ca_env["value"].as_str(),
+        Some(std::fs::read_to_string(&pki().ca_path).unwrap().as_str()),
+        "controller_ca_file is read at start and written inline"
+    );
+    let text = String::from_utf8_lossy(&patch);
+    for key in ["\"secret\"", "secretName", "secretKeyRef", "configMap"] {
+        assert!(
+            !text.contains(key),
+            "no Secret or ConfigMap is named in the patch: {key}"
+        );
+    }
 
     let (status, body) = mutate(&hook, &review(json!({})));
     assert_eq!(status, 200);
