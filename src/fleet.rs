@@ -236,6 +236,17 @@ impl Link {
 
     /// The proxy configuration `name`: `None` when `etag` is still current after the poll's wait.
     pub async fn config(&self, name: &str, etag: Option<&str>) -> Result<Option<(String, Files)>, String> {
+        // A ConfigMap name (DNS subdomain); anything else could change the request's path or query.
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(format!(
+                "{name:?} is not a configuration name (a Kubernetes object name: a-z, 0-9, - and .)"
+            ));
+        }
         let wait = if etag.is_some() { POLL_WAIT } else { Duration::ZERO };
         let path = format!("/v1/configs/{name}?wait={}s", wait.as_secs());
         let (status, tag, answer) = self

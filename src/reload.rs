@@ -33,6 +33,8 @@ pub struct Reloader {
     /// `GET /config`: the configuration in force, redacted.
     view: ArcSwap<serde_json::Value>,
     last_error: RwLock<Option<String>>,
+    /// The last text refused and why: not tried again until the file changes.
+    refused: Mutex<Option<(String, String)>>,
     /// Secrets the running stores fetch; a new configuration may not need others (see [`Reloader::reload`]).
     fetched: Mutex<Vec<SecretRef>>,
 }
@@ -57,6 +59,7 @@ impl Reloader {
             shared,
             live,
             last_error: RwLock::default(),
+            refused: Mutex::default(),
         }
     }
 
@@ -87,41 +90,56 @@ impl Reloader {
         Some(result)
     }
 
-    /// Reads the config file and applies it if it changed. The outcome is logged and counted.
-    pub async fn reload(&self) -> Result<Outcome, StartError> {
+    /// Reads the config file and applies it if it changed. The outcome is logged and counted once per text:
+    /// a text already refused is answered with its refusal again, not re-tried (so the file poll and
+    /// `POST /reload` never count one broken file twice).
+    pub async fn reload(&self) -> Result<Outcome, String> {
         let mut current = self.current.lock().await;
-        let result = self.apply(&mut current).await;
-        let metrics = &self.shared.metrics;
-        let mut last_error = self.last_error.write().unwrap_or_else(|e| e.into_inner());
-        match &result {
-            Ok(Outcome::Unchanged) => {}
-            Ok(Outcome::Applied { restart_needed }) => {
-                *last_error = None;
-                metrics.config_reload(true);
+        let read = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
+            path: self.path.display().to_string(),
+            source,
+        });
+        let text = match read {
+            Ok(text) if text == current.text() => return Ok(Outcome::Unchanged),
+            Ok(text) => text,
+            Err(e) => return Err(self.refused(None, e.to_string())),
+        };
+        if let Some((seen, message)) = &*self.refused.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *seen == text {
+                return Err(message.clone());
+            }
+        }
+        match self.apply(&mut current, text.clone()).await {
+            Ok(restart_needed) => {
+                *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.shared.metrics.config_reload(true);
                 if restart_needed.is_empty() {
                     tracing::info!(path = %self.path.display(), "configuration reloaded");
                 } else {
                     tracing::warn!(path = %self.path.display(), restart_needed = ?restart_needed,
                         "configuration reloaded; these sections keep their running values until a restart");
                 }
+                Ok(Outcome::Applied { restart_needed })
             }
-            Err(e) => {
-                *last_error = Some(e.to_string());
-                metrics.config_reload(false);
-                tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
-            }
+            Err(e) => Err(self.refused(Some(text), e.to_string())),
         }
-        result
     }
 
-    async fn apply(&self, current: &mut Config) -> Result<Outcome, StartError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        if text == current.text() {
-            return Ok(Outcome::Unchanged);
+    /// Records, logs and counts a refusal; returns its message.
+    fn refused(&self, text: Option<String>, message: String) -> String {
+        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
+        if let Some(text) = text {
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some((text, message.clone()));
         }
+        self.shared.metrics.config_reload(false);
+        tracing::error!(error = %message, "configuration reload refused; the running configuration stays in force");
+        message
+    }
+
+    /// Validates `text` as at start and swaps in the state it describes; returns the restart-only sections
+    /// it changed.
+    async fn apply(&self, current: &mut Config, text: String) -> Result<Vec<&'static str>, StartError> {
         let config = Config::parse(&self.path, text)?;
         self.check_secrets(&config)?;
         let restart_needed = current.restart_only_changes(&config);
@@ -129,7 +147,7 @@ impl Reloader {
         self.live.replace(state);
         self.view.store(Arc::new(config.redacted()));
         *current = config;
-        Ok(Outcome::Applied { restart_needed })
+        Ok(restart_needed)
     }
 
     /// Secrets from the secrets file may be new (the file is read whole); a Vault or OAuth2 secret the running
@@ -157,24 +175,17 @@ impl Reloader {
         }
     }
 
-    /// Polls the config file until shutdown; a text already tried (applied or refused) is not tried again.
+    /// Polls the config file until shutdown (`reload` skips a text already applied or refused).
     pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tried = self.current.lock().await.text().to_string();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let Ok(text) = std::fs::read_to_string(&self.path) else {
-                continue;
-            };
-            if text != tried {
-                tried = text;
-                // Errors are logged, counted and kept for /readyz by `reload`.
-                let _ = self.reload().await;
-            }
+            // Refusals are logged, counted and kept for /readyz by `reload`.
+            let _ = self.reload().await;
         }
     }
 }

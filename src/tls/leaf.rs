@@ -35,6 +35,9 @@ const REMINT_AFTER: Duration = Duration::from_secs(24 * 3600);
 struct Leaf {
     config: Arc<ServerConfig>,
     minted: Instant,
+    /// Which issuer signed it ([`LeafCache::replace_issuer`] moves this on): a leaf minted under a replaced
+    /// issuer is re-minted, even one that a handshake in flight during the replacement put in the cache.
+    issuer: u64,
     /// Estimated bytes held, for the cache's weight.
     size: u64,
 }
@@ -56,7 +59,8 @@ pub struct Issuing {
 }
 
 pub struct LeafCache {
-    issuing: ArcSwap<Issuing>,
+    /// The issuer and its generation.
+    issuing: ArcSwap<(u64, Issuing)>,
     key: KeyPair,
     signing_key: Arc<dyn SigningKey>,
     cache: Cache<String, Arc<Leaf>, LeafWeight>,
@@ -80,7 +84,7 @@ impl LeafCache {
             .load_private_key(der)
             .map_err(|e| mint_err(&e))?;
         Ok(Self {
-            issuing: ArcSwap::from_pointee(issuing),
+            issuing: ArcSwap::from_pointee((0, issuing)),
             key,
             signing_key,
             cache: Cache::with_weighter(CAPACITY, BYTES, LeafWeight),
@@ -93,14 +97,15 @@ impl LeafCache {
     /// Signs new leaves with `issuing` from now on; leaves cached under the previous one are dropped, so
     /// the next handshake for each host mints one under the new issuer.
     pub fn replace_issuer(&self, issuing: Issuing) {
-        self.issuing.store(Arc::new(issuing));
+        let generation = self.issuing.load().0 + 1;
+        self.issuing.store(Arc::new((generation, issuing)));
         self.cache.clear();
     }
 
     /// The TLS configuration presenting a certificate for `host` (already normalized).
     pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
         if let Some(leaf) = self.cache.get(host) {
-            if leaf.minted.elapsed() < REMINT_AFTER {
+            if leaf.minted.elapsed() < REMINT_AFTER && leaf.issuer == self.issuing.load().0 {
                 return Ok(leaf.config.clone());
             }
             self.cache.remove(host);
@@ -125,7 +130,8 @@ impl LeafCache {
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + LEAF_VALIDITY;
         params.serial_number = Some(serial());
-        let issuing = self.issuing.load();
+        let current = self.issuing.load();
+        let (generation, issuing) = (current.0, &current.1);
         let cert = params.signed_by(&self.key, &issuing.ca.issuer).map_err(err)?;
         let size = LEAF_OVERHEAD + cert.der().len() as u64;
         let mut chain = vec![cert.der().clone()];
@@ -144,6 +150,7 @@ impl LeafCache {
         Ok(Leaf {
             config: Arc::new(config),
             minted: Instant::now(),
+            issuer: generation,
             size,
         })
     }

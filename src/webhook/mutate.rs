@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 
 pub const INJECT: &str = "keyward.dev/inject";
 pub const STATUS: &str = "keyward.dev/status";
+/// Set on injected pods when an agent container sets proxy or trust variables itself: `container/NAME,...`.
+pub const ENV_KEPT: &str = "keyward.dev/env-kept";
 pub const AGENT_ID: &str = "keyward.dev/agent-id";
 /// The name of the proxy configuration the sidecar fetches from the controller.
 pub const CONFIG: &str = "keyward.dev/config";
@@ -154,8 +156,10 @@ fn default_proxy_port() -> u16 {
 fn default_admin_port() -> u16 {
     9901
 }
+/// Loopback, in-cluster service names and the Kubernetes API (its address from the service variable the
+/// kubelet sets, which Kubernetes expands in env values).
 fn default_no_proxy() -> String {
-    "localhost,127.0.0.1,::1,.svc,.cluster.local".into()
+    "localhost,127.0.0.1,::1,.svc,.svc.cluster.local,.cluster.local,$(KUBERNETES_SERVICE_HOST)".into()
 }
 fn default_cpu() -> String {
     "50m".into()
@@ -221,21 +225,40 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
         .unwrap_or_default();
     // Classic mode shifts the agent containers one place down.
     let shift = usize::from(!native);
+    let no_proxy: Vec<String> = settings
+        .no_proxy
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    let proxied = crate::agent_env::Proxied {
+        proxy_host: "127.0.0.1",
+        proxy_port: settings.proxy_port,
+        bundle: BUNDLE,
+        no_proxy: &no_proxy,
+        placeholders: &settings.env,
+    };
+    // Variables the agent sets itself, left alone: named in an annotation so the pod's owner can see why
+    // a container does not go through Keyward.
+    let mut kept: Vec<String> = Vec::new();
     for (i, container) in containers.iter().enumerate() {
         let name = container.get("name").and_then(Value::as_str).unwrap_or("");
         if excluded.contains(&name) || only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
         let base = format!("/spec/containers/{}", i + shift);
-        let env = agent_env(settings);
         let existing: Vec<&str> = container
             .get("env")
             .and_then(Value::as_array)
             .map(|e| e.iter().filter_map(|v| v.get("name")?.as_str()).collect())
             .unwrap_or_default();
-        let new: Vec<Value> = env
+        let planned = crate::agent_env::plan(&proxied, |name| existing.contains(&name));
+        kept.extend(planned.left_alone.iter().map(|n| format!("{name}/{n}")));
+        let new: Vec<Value> = planned
+            .set
             .into_iter()
-            .filter(|e| !existing.contains(&e["name"].as_str().unwrap_or("")))
+            .map(|(name, value)| json!({ "name": name, "value": value }))
             .collect();
         append(&mut ops, container.get("env"), &format!("{base}/env"), &new);
         let mount = json!({ "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true });
@@ -246,12 +269,17 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
             &[mount],
         );
     }
+    let mut added = serde_json::Map::new();
+    added.insert(STATUS.into(), json!("injected"));
+    if !kept.is_empty() {
+        added.insert(ENV_KEPT.into(), json!(kept.join(",")));
+    }
     if annotations.is_none() {
-        ops.push(json!({ "op": "add", "path": "/metadata/annotations", "value": { STATUS: "injected" } }));
+        ops.push(json!({ "op": "add", "path": "/metadata/annotations", "value": added }));
     } else {
-        ops.push(
-            json!({ "op": "add", "path": format!("/metadata/annotations/{}", escape(STATUS)), "value": "injected" }),
-        );
+        for (key, value) in added {
+            ops.push(json!({ "op": "add", "path": format!("/metadata/annotations/{}", escape(&key)), "value": value }));
+        }
     }
     Some(ops)
 }
@@ -277,34 +305,6 @@ fn append(ops: &mut Vec<Value>, existing: Option<&Value>, path: &str, items: &[V
     } else {
         ops.push(json!({ "op": "add", "path": path, "value": items }));
     }
-}
-
-fn agent_env(settings: &Settings) -> Vec<Value> {
-    let proxy = format!("http://127.0.0.1:{}", settings.proxy_port);
-    let mut env: Vec<(String, String)> = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"]
-        .iter()
-        .map(|k| (k.to_string(), proxy.clone()))
-        .chain(
-            ["NO_PROXY", "no_proxy"]
-                .iter()
-                .map(|k| (k.to_string(), settings.no_proxy.clone())),
-        )
-        .chain(
-            [
-                "SSL_CERT_FILE",
-                "REQUESTS_CA_BUNDLE",
-                "NODE_EXTRA_CA_CERTS",
-                "CURL_CA_BUNDLE",
-                "GIT_SSL_CAINFO",
-            ]
-            .iter()
-            .map(|k| (k.to_string(), BUNDLE.to_string())),
-        )
-        .collect();
-    env.extend(settings.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.into_iter()
-        .map(|(name, value)| json!({ "name": name, "value": value }))
-        .collect()
 }
 
 /// A projected service-account token for `audience`, as `token` in the volume; the kubelet renews it.
@@ -602,7 +602,7 @@ env:
         assert_eq!(env(app, "HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
         assert_eq!(
             env(app, "no_proxy"),
-            Some("localhost,127.0.0.1,::1,.svc,.cluster.local")
+            Some("localhost,127.0.0.1,::1,.svc,.svc.cluster.local,.cluster.local,$(KUBERNETES_SERVICE_HOST)")
         );
         for var in [
             "SSL_CERT_FILE",
@@ -610,9 +610,15 @@ env:
             "NODE_EXTRA_CA_CERTS",
             "CURL_CA_BUNDLE",
             "GIT_SSL_CAINFO",
+            "AWS_CA_BUNDLE",
+            "DENO_CERT",
         ] {
             assert_eq!(env(app, var), Some(BUNDLE), "{var}");
         }
+        assert_eq!(env(app, "NODE_USE_ENV_PROXY"), Some("1"));
+        assert!(env(app, "JAVA_TOOL_OPTIONS")
+            .unwrap()
+            .contains("-Djavax.net.ssl.trustStore=/var/run/keyward/trust/ca-bundle.p12"));
         assert_eq!(env(app, "OPENAI_API_KEY"), Some("kw-placeholder-openai"));
         assert_eq!(app["volumeMounts"][0]["mountPath"], TRUST_DIR);
         assert_eq!(app["volumeMounts"][0]["readOnly"], true);
@@ -808,6 +814,16 @@ env:
             env(app, "HTTPS_PROXY"),
             Some("http://corp-proxy:8080"),
             "the pod author's value wins"
+        );
+        assert_eq!(
+            env(app, "https_proxy"),
+            None,
+            "its lower-case twin is the same setting: not set beside it, whatever a runtime prefers"
+        );
+        assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:3128"));
+        assert_eq!(
+            out["metadata"]["annotations"][ENV_KEPT], "app/HTTPS_PROXY",
+            "the pod says which variables were left alone"
         );
         assert_eq!(env(app, "KEEP"), Some("1"));
         assert_eq!(env(app, "SSL_CERT_FILE"), Some(BUNDLE));
