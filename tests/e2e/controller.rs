@@ -425,3 +425,28 @@ async fn a_root_rotation_keeps_both_roots_in_the_bundle_while_the_old_one_is_in_
         "an agent that trusts only the old root refuses the new chain: the bundle is what carries the rotation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_controller_gone_a_sidecar_turns_not_ready_at_expiry_instead_of_serving_an_expired_chain() {
+    let api = ApiServer::start();
+    let controller = Controller::spawn(&api, &["--intermediate-lifetime", "3s"]).await;
+    let echo = Echo::https().await;
+    let proxy = sidecar(&api, &controller, "token-gone").await;
+    let url = format!("https://localhost:{}/v1/models", echo.port());
+    assert_eq!(status_through(&proxy, &url), 200);
+    controller.kill();
+    let admin = proxy.admin;
+    eventually(
+        "/readyz 503 once the intermediate expired",
+        Duration::from_secs(10),
+        || crate::support::proxy::admin_get(admin, "/readyz").0 == 503,
+    )
+    .await;
+    let (_, ready) = proxy.admin_get("/readyz");
+    assert!(ready.contains("expired"), "{ready}");
+    assert!(proxy.metric_sum("keyward_certificate_renewals_total", &[("result", "error")]) >= 1.0);
+    assert!(
+        proxy.logs().contains("renewing the intermediate certificate failed"),
+        "renewal failures are logged"
+    );
+}
