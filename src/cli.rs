@@ -1,4 +1,4 @@
-//! Command-line interface: `run`, `controller`, `block`/`unblock`/`blocked`, `check`, `admin`, `ca init`,
+//! Command-line interface: `run`, `exec`, `controller`, `block`/`unblock`/`blocked`, `check`, `admin`, `ca init`,
 //! `policy`, `webhook`, `version`.
 
 use std::path::PathBuf;
@@ -97,6 +97,25 @@ pub enum Command {
         /// Also serve the admission webhook (`POST /mutate`) with these injector settings.
         #[arg(long)]
         webhook_settings: Option<PathBuf>,
+    },
+    /// Run CMD behind Keyward: Keyward in-process on free loopback ports (or `--proxy`), CMD with the proxy and
+    /// trust environment every common runtime needs and each credential's `env` variable set to its
+    /// placeholder. Exits with CMD's exit code.
+    Exec {
+        #[arg(long, short, env = "KEYWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// A running Keyward (`http://127.0.0.1:3128`) instead of one in-process; needs `--ca`.
+        #[arg(long)]
+        proxy: Option<String>,
+        /// The running Keyward's CA certificate.
+        #[arg(long, requires = "proxy")]
+        ca: Option<PathBuf>,
+        /// Replace a placeholder variable already set in the caller's environment.
+        #[arg(long)]
+        override_env: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Block one agent (`--agent`) or all on every sidecar, through the controller.
     Block {

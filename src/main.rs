@@ -220,6 +220,37 @@ fn main() -> ExitCode {
                 controller::run(settings, stopped).await.map_err(|e| e.to_string())
             })
         }
+        Command::Exec {
+            config,
+            proxy,
+            ca,
+            override_env,
+            command,
+        } => {
+            // Keyward's own log stays quiet on the child's terminal unless asked for.
+            if std::env::var_os("KEYWARD_LOG").is_none() {
+                std::env::set_var("KEYWARD_LOG", "warn");
+            }
+            telemetry::logging::init(cli.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a Tokio runtime");
+            let options = keyward::exec::Options {
+                config,
+                proxy,
+                ca,
+                override_env,
+                command,
+            };
+            match runtime.block_on(keyward::exec::run(options)) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("keyward exec: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Block { agent, controller } => fleet_call(&controller, "block", agent.as_deref()),
         Command::Unblock { agent, controller } => fleet_call(&controller, "unblock", agent.as_deref()),
         Command::Blocked { controller } => fleet_call(&controller, "blocked", None),

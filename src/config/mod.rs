@@ -314,6 +314,14 @@ impl Config {
     }
 
     /// Places a problem found at start (outside validation) at its field in this file.
+    /// `env` variable → placeholder, for every credential that names one (`keyward exec` sets them).
+    pub fn placeholder_env(&self) -> std::collections::BTreeMap<String, String> {
+        self.credentials
+            .iter()
+            .filter_map(|c| Some((c.env.clone()?, c.placeholder.clone())))
+            .collect()
+    }
+
     /// The file's text as loaded.
     pub fn text(&self) -> &str {
         &self.text

@@ -525,6 +525,8 @@ pub struct RawCredential {
     pub format: String,
     #[serde(default)]
     pub inject: Inject,
+    /// An environment variable `keyward exec` sets to the placeholder for the agent (`OPENAI_API_KEY`).
+    pub env: Option<String>,
 }
 
 fn default_format() -> String {

@@ -708,6 +708,17 @@ fn credential(
     if c.query.as_ref().is_some_and(|q| q.is_empty()) {
         return Err(FieldError::new(field("query"), "must not be empty"));
     }
+    let valid_env = |v: &str| {
+        !v.is_empty()
+            && !v.starts_with(|ch: char| ch.is_ascii_digit())
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if let Some(env) = c.env.as_deref().filter(|v| !valid_env(v)) {
+        return Err(FieldError::new(
+            field("env"),
+            format!("`{env}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"),
+        ));
+    }
     if c.inject == Inject::Always && header.is_none() && c.query.is_none() {
         return Err(FieldError::new(
             field("inject"),
@@ -729,6 +740,7 @@ fn credential(
             format,
             inject: c.inject,
         }),
+        env: c.env.clone(),
     };
     Ok((spec, oauth))
 }

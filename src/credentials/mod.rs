@@ -28,6 +28,8 @@ pub struct CredentialSpec {
     pub route: String,
     pub placeholder: String,
     pub kind: Kind,
+    /// The environment variable that carries the placeholder to the agent (`keyward exec`).
+    pub env: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +449,7 @@ mod tests {
                 format: Format::parse(format).unwrap(),
                 inject,
             }),
+            env: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod agents;
 mod cli;
 mod config_errors;
 mod controller;
+mod exec;
 mod faults;
 mod hardening;
 mod hostile;
