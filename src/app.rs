@@ -434,7 +434,7 @@ pub async fn serve(
 }
 
 /// The configured secret backends. Refresh tasks are started by the caller.
-fn configured_secrets(
+pub(crate) fn configured_secrets(
     config: &Config,
     metrics: &Arc<Metrics>,
     upstream: &Arc<Upstream>,

@@ -1,4 +1,4 @@
-//! Command-line interface: `run`, `exec`, `controller`, `block`/`unblock`/`blocked`, `check`, `admin`, `ca init`,
+//! Command-line interface: `run`, `exec`, `doctor`, `controller`, `block`/`unblock`/`blocked`, `check`, `admin`, `ca init`,
 //! `policy`, `webhook`, `version`.
 
 use std::path::PathBuf;
@@ -116,6 +116,15 @@ pub enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Check the setup and say what is wrong: config, CA, secret sources, admin token, and each runtime on PATH
+    /// through Keyward. Exits 1 when any check fails.
+    Doctor {
+        #[arg(long, short, env = "KEYWARD_CONFIG")]
+        config: PathBuf,
+        /// One JSON array of rows (check, ok, detail, fix) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Block one agent (`--agent`) or all on every sidecar, through the controller.
     Block {

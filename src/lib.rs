@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod doctor;
 pub mod exec;
 pub mod fleet;
 pub mod killswitch;

@@ -251,6 +251,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Doctor { config, json } => {
+            if std::env::var_os("KEYWARD_LOG").is_none() {
+                std::env::set_var("KEYWARD_LOG", "error");
+            }
+            telemetry::logging::init(cli.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a Tokio runtime");
+            let rows = runtime.block_on(keyward::doctor::run(&config));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+            } else {
+                print!("{}", keyward::doctor::table(&rows));
+            }
+            if rows.iter().all(|r| r.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Block { agent, controller } => fleet_call(&controller, "block", agent.as_deref()),
         Command::Unblock { agent, controller } => fleet_call(&controller, "unblock", agent.as_deref()),
         Command::Blocked { controller } => fleet_call(&controller, "blocked", None),

@@ -7,6 +7,7 @@ mod agents;
 mod cli;
 mod config_errors;
 mod controller;
+mod doctor;
 mod exec;
 mod faults;
 mod hardening;

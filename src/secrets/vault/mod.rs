@@ -87,7 +87,8 @@ impl VaultStore {
         }
     }
 
-    async fn refresh(&self) -> Result<(), String> {
+    /// Logs in if needed and reads every configured secret once; the error names what failed (never a value).
+    pub(crate) async fn refresh(&self) -> Result<(), String> {
         let mut session = self.session.lock().await;
         let client = self.logged_in(&mut session).await?;
         let mut first_error = None;
