@@ -409,6 +409,7 @@ pub async fn serve(
         agent_id = %state.agent.id,
         "keyward listening"
     );
+    started(&state, &local(&proxy), &reloader);
     readiness.set(None);
     tokio::spawn(reloader.watch(shutdown.clone()));
     let drain = state.drain.clone();
@@ -431,6 +432,30 @@ pub async fn serve(
     }
     tracing::info!("keyward stopped");
     Ok(())
+}
+
+/// The start-up summary: each route with its hosts and its credentials' names and sources (never a value),
+/// then how to point an agent at this proxy.
+fn started(state: &ProxyState, proxy_addr: &str, reloader: &Reloader) {
+    for runtime in state.routes.iter() {
+        let credentials: Vec<String> = state
+            .credentials
+            .specs()
+            .iter()
+            .filter(|c| c.route == runtime.name())
+            .map(|c| {
+                let sources: Vec<String> = c.kind.secrets().map(ToString::to_string).collect();
+                format!("{} ({})", c.name, sources.join(", "))
+            })
+            .collect();
+        let hosts: Vec<String> = runtime.route.hosts.iter().map(ToString::to_string).collect();
+        tracing::info!(route = runtime.name(), hosts = %hosts.join(" "), credentials = %credentials.join(", "), "route");
+    }
+    let config = reloader.path().display();
+    tracing::info!(
+        "agents: `keyward exec --config {config} -- CMD`, or export HTTPS_PROXY=http://{proxy_addr} and point \
+         SSL_CERT_FILE / REQUESTS_CA_BUNDLE / NODE_EXTRA_CA_CERTS at the CA certificate named above"
+    );
 }
 
 /// The configured secret backends. Refresh tasks are started by the caller.

@@ -63,6 +63,11 @@ impl Reloader {
         }
     }
 
+    /// The config file this reloader follows.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn view(&self) -> Arc<serde_json::Value> {
         self.view.load_full()
     }

@@ -37,6 +37,21 @@ pub enum HostPattern {
     Suffix { suffix: String, port: PortSpec },
 }
 
+/// As written in the config: `api.example.com`, `api.example.com:8443`, `*.example.com:*`.
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (host, port) = match self {
+            Self::Exact { host, port } => (host.clone(), port),
+            Self::Suffix { suffix, port } => (format!("*{suffix}"), port),
+        };
+        match port {
+            PortSpec::Default => write!(f, "{host}"),
+            PortSpec::One(p) => write!(f, "{host}:{p}"),
+            PortSpec::Any => write!(f, "{host}:*"),
+        }
+    }
+}
+
 impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();

@@ -87,6 +87,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    pub fn specs(&self) -> &[CredentialSpec] {
+        &self.specs
+    }
+
     pub fn new(specs: Vec<CredentialSpec>) -> Self {
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
