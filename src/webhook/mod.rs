@@ -133,8 +133,8 @@ fn declared_length(req: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
-/// The AdmissionReview answer: always `allowed` (the webhook only adds, never vetoes), with a patch when the
-/// pod asked for injection.
+/// The AdmissionReview answer: `allowed`, with a patch when the pod asked for injection; refused only when a
+/// pod that asks for injection carries a bad `keyward.dev/*` annotation value (the message says which).
 fn review(settings: &Settings, body: &[u8]) -> Response<Full<Bytes>> {
     let Ok(review) = serde_json::from_slice::<Value>(body) else {
         return reply(StatusCode::BAD_REQUEST, json!({ "error": "body is not JSON" }));
@@ -149,7 +149,11 @@ fn review(settings: &Settings, body: &[u8]) -> Response<Full<Bytes>> {
         );
     };
     let mut response = json!({ "uid": uid, "allowed": true });
-    if let Some(ops) = mutate::patch(pod, settings) {
+    if let Err(message) = mutate::check_annotations(pod) {
+        tracing::info!(%message, "pod refused: a bad keyward.dev annotation");
+        response["allowed"] = json!(false);
+        response["status"] = json!({ "code": 400, "reason": "BadRequest", "message": message });
+    } else if let Some(ops) = mutate::patch(pod, settings) {
         let name = pod
             .pointer("/metadata/name")
             .or(pod.pointer("/metadata/generateName"))

@@ -167,6 +167,26 @@ fn the_webhook_patches_annotated_pods_over_tls_and_survives_bad_input() {
         "not annotated: no patch"
     );
 
+    let (status, body) = mutate(
+        &hook,
+        &review(json!({ "keyward.dev/inject": "true", "keyward.dev/memory": "lots" })),
+    );
+    assert_eq!(status, 200);
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        refused["response"]["allowed"], false,
+        "a bad annotation value refuses the pod"
+    );
+    assert_eq!(refused["response"]["status"]["code"], 400);
+    assert!(
+        refused["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keyward.dev/memory: `lots` is not a Kubernetes quantity"),
+        "{refused}"
+    );
+    assert!(refused["response"].get("patch").is_none());
+
     assert_eq!(mutate(&hook, b"{not json").0, 400, "malformed JSON");
     assert_eq!(mutate(&hook, br#"{"kind":"AdmissionReview"}"#).0, 400, "no request");
     // Over HTTP/1.1 curl asks `Expect: 100-continue` for a large body, so the refusal arrives before it is sent.
