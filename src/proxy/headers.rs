@@ -38,9 +38,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// As [`strip_hop_by_hop`] for a request going upstream, keeping `TE: trailers` when the agent sent it: it
+/// says the client accepts trailers, gRPC servers refuse a call without it, and HTTP/2 allows exactly this
+/// one value (RFC 9113 §8.2.2). Nothing else of `TE` is passed on.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn te_trailers_alone_survives_on_requests() {
+        let mut h = HeaderMap::new();
+        h.insert("te", "trailers, deflate".parse().unwrap());
+        strip_request_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", "deflate".parse().unwrap());
+        strip_request_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
+    }
 
     #[test]
     fn strips_listed_named_and_proxy_headers() {

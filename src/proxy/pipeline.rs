@@ -35,7 +35,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::body::{Held, Outgoing, Tracked};
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::runtime::RouteLimits;
 use super::runtime::RouteRuntime;
 use super::upload::{AgentBody, Tail};
@@ -322,7 +322,7 @@ async fn prepare_upstream<'a>(
         }
     };
     drop(span);
-    strip_hop_by_hop(&mut parts.headers);
+    strip_request_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;

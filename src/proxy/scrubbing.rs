@@ -247,6 +247,7 @@ pub fn response(
     }
     headers.remove(CONTENT_LENGTH);
     Ok(http_body_util::BodyExt::boxed_unsync(Scrubbed {
+        empty: body.is_end_stream(),
         inner: body,
         decoder,
         scrubber: scrubber.clone(),
@@ -271,6 +272,9 @@ struct Scrubbed {
     ended: bool,
     /// Scrubbed trailers, sent after the last held-back bytes.
     trailers: Option<HeaderMap>,
+    /// The upstream's body had ended with its head (HEADERS with END_STREAM, or no content): nothing, not
+    /// even trailers, can follow.
+    empty: bool,
 }
 
 impl Scrubbed {
@@ -317,6 +321,12 @@ fn cut_off(route: &str, error: std::io::Error) -> BoxError {
 impl HttpBody for Scrubbed {
     type Data = Bytes;
     type Error = BoxError;
+
+    /// An answer whose body had ended with its head (a gRPC trailers-only response, a 204) ends with its head
+    /// here too, as the upstream sent it; a gRPC client reads a DATA frame after it as a broken stream.
+    fn is_end_stream(&self) -> bool {
+        self.empty
+    }
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;

@@ -10,6 +10,7 @@ mod controller;
 mod doctor;
 mod exec;
 mod faults;
+mod grpc;
 mod hardening;
 mod hostile;
 mod kubernetes;
