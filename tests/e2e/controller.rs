@@ -3,12 +3,13 @@
 //! every refusal signs nothing; renewal before expiry; the fleet kill switch reaching two sidecars within
 //! 2 s and surviving a controller restart.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::reload::{authorization_seen, route};
 use crate::routes;
 use crate::support::apiserver::{root_ca, ApiServer, Controller, AGENTS_NS, OTHER_NS};
-use crate::support::clients::{curl, node, python};
+use crate::support::clients::{curl, node, python, stream_lines};
 use crate::support::echo::Echo;
 use crate::support::eventually;
 use crate::support::pki::pki;
@@ -199,24 +200,34 @@ fn fleet(controller: &Controller, args: &[&str]) -> String {
 }
 
 fn status_through(proxy: &Proxy, url: &str) -> u16 {
+    status_trusting(proxy, &proxy.ca_cert(), url).parse().unwrap_or(0)
+}
+
+/// The status code curl printed for `url` through the proxy, trusting only `ca` (`000`: no answer).
+fn status_trusting(proxy: &Proxy, ca: &Path, url: &str) -> String {
+    curl_write_out(proxy, ca, url, "%{http_code}")
+}
+
+/// What curl's `--write-out` `format` printed for `url` through the proxy, trusting only `ca`.
+fn curl_write_out(proxy: &Proxy, ca: &Path, url: &str, format: &str) -> String {
     let out = std::process::Command::new("curl")
         .args([
             "-sS",
             "-o",
             "/dev/null",
             "-w",
-            "%{http_code}",
+            format,
             "-m",
             "5",
             "-x",
             &proxy.url(),
             "--cacert",
         ])
-        .arg(proxy.ca_cert())
+        .arg(ca)
         .arg(url)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,7 +273,6 @@ async fn a_fleet_block_reaches_two_sidecars_within_2_s_and_survives_a_controller
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is_refused() {
-    use tokio::io::AsyncBufReadExt;
     let api = ApiServer::start();
     api.put_config(
         "agent-config",
@@ -277,16 +287,7 @@ async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is
     );
 
     // A stream on the first version: event 1 is in, event 2 waits for the gate.
-    let mut stream = tokio::process::Command::new("curl")
-        .args(["-sSN", "--max-time", "30", "-x", &proxy.url(), "--cacert"])
-        .arg(proxy.ca_cert())
-        .args(["-H", "Authorization: Bearer kw-placeholder-openai"])
-        .arg(format!("https://localhost:{}/sse?events=2", echo.port()))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(stream.stdout.take().unwrap()).lines();
+    let (_stream, mut lines) = stream_lines(&proxy, &format!("https://localhost:{}/sse?events=2", echo.port()));
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("data: event 1"));
 
     api.put_config(
@@ -340,24 +341,7 @@ async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is
 /// The certificates curl was served for `url` through the sidecar (`%{certs}`: the leaf and the intermediate,
 /// each with its issuer).
 fn served_chain(proxy: &Proxy, url: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{certs}",
-            "-m",
-            "5",
-            "-x",
-            &proxy.url(),
-            "--cacert",
-        ])
-        .arg(proxy.ca_cert())
-        .arg(url)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    curl_write_out(proxy, &proxy.ca_cert(), url, "%{certs}")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -402,25 +386,8 @@ async fn a_root_rotation_keeps_both_roots_in_the_bundle_while_the_old_one_is_in_
     );
     let old_only = proxy.path("old-root.pem");
     std::fs::write(&old_only, &old_cert).unwrap();
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-m",
-            "5",
-            "-x",
-            &proxy.url(),
-            "--cacert",
-        ])
-        .arg(&old_only)
-        .arg(&url)
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        status_trusting(&proxy, &old_only, &url),
         "000",
         "an agent that trusts only the old root refuses the new chain: the bundle is what carries the rotation"
     );

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
-
-use crate::support::clients::curl;
+use crate::support::clients::{curl, stream_lines};
 use crate::support::echo::Echo;
 use crate::support::proxy::{config_yaml, Proxy};
 
@@ -42,16 +40,7 @@ async fn a_config_change_applies_live_while_a_stream_keeps_running() {
     );
 
     // A stream on the old configuration: event 1 has arrived, event 2 waits for the gate.
-    let mut stream = tokio::process::Command::new("curl")
-        .args(["-sSN", "--max-time", "30", "-x", &proxy.url(), "--cacert"])
-        .arg(proxy.ca_cert())
-        .args(["-H", "Authorization: Bearer kw-placeholder-openai"])
-        .arg(format!("https://localhost:{}/sse?events=2", echo.port()))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(stream.stdout.take().unwrap()).lines();
+    let (mut stream, mut lines) = stream_lines(&proxy, &format!("https://localhost:{}/sse?events=2", echo.port()));
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("data: event 1"));
 
     rewrite(&proxy, &route("Token {secret}"));

@@ -154,3 +154,25 @@ pub async fn node(proxy: &Proxy, url: &str, headers: &[&str]) -> (u16, String) {
         v["error"].as_str().unwrap_or("").to_string(),
     )
 }
+
+/// A streaming request through the proxy with the openai placeholder (`curl -N`), read line by line: the
+/// caller reads the events as they come and decides when the upstream may go on.
+pub fn stream_lines(
+    proxy: &Proxy,
+    url: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new("curl")
+        .args(["-sSN", "--max-time", "30", "-x", &proxy.url(), "--cacert"])
+        .arg(proxy.ca_cert())
+        .args(["-H", "Authorization: Bearer kw-placeholder-openai", url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
