@@ -63,41 +63,7 @@ pub enum Command {
     },
     /// Run the in-cluster controller: intermediate certificates for sidecars, the fleet-wide kill switch and
     /// (with `--webhook-settings`) the admission webhook.
-    Controller {
-        #[arg(long, default_value = "0.0.0.0:8443")]
-        listen: std::net::SocketAddr,
-        #[arg(long)]
-        tls_cert: PathBuf,
-        #[arg(long)]
-        tls_key: PathBuf,
-        /// The controller's own namespace, where the CA Secret and the ConfigMaps live.
-        #[arg(long, env = "POD_NAMESPACE")]
-        namespace: String,
-        /// Secret holding the root CA (`tls.crt`, `tls.key`, optional `ca-bundle.crt`).
-        #[arg(long, default_value = "keyward-ca")]
-        ca_secret: String,
-        /// ConfigMap holding the fleet-wide blocked set.
-        #[arg(long, default_value = "keyward-blocked")]
-        blocked_configmap: String,
-        /// Audience sidecars' projected tokens must carry.
-        #[arg(long, default_value = "keyward")]
-        audience: String,
-        /// `key=value` label an agent namespace must carry (repeatable; all must match).
-        #[arg(long = "namespace-selector", value_name = "KEY=VALUE")]
-        namespace_selector: Vec<String>,
-        /// Lifetime of the intermediate certificates issued to sidecars.
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-        intermediate_lifetime: std::time::Duration,
-        /// How often the root CA Secret is re-read (a rotation takes effect within this).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        root_refresh: std::time::Duration,
-        /// File holding the bearer token of the block API.
-        #[arg(long, env = "KEYWARD_CONTROLLER_API_TOKEN_FILE")]
-        api_token_file: PathBuf,
-        /// Also serve the admission webhook (`POST /mutate`) with these injector settings.
-        #[arg(long)]
-        webhook_settings: Option<PathBuf>,
-    },
+    Controller(ControllerArgs),
     /// Run CMD behind Keyward: Keyward in-process on free loopback ports (or `--proxy`), CMD with the proxy and
     /// trust environment every common runtime needs and each credential's `env` variable set to its
     /// placeholder. Exits with CMD's exit code.
@@ -186,6 +152,76 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+}
+
+/// `keyward controller`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// The controller's own namespace, where the CA Secret and the ConfigMaps live.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// Secret holding the root CA (`tls.crt`, `tls.key`, optional `ca-bundle.crt`).
+    #[arg(long, default_value = "keyward-ca")]
+    pub ca_secret: String,
+    /// ConfigMap holding the fleet-wide blocked set.
+    #[arg(long, default_value = "keyward-blocked")]
+    pub blocked_configmap: String,
+    /// Audience sidecars' projected tokens must carry.
+    #[arg(long, default_value = "keyward")]
+    pub audience: String,
+    /// `key=value` label an agent namespace must carry (repeatable; all must match).
+    #[arg(long = "namespace-selector", value_name = "KEY=VALUE")]
+    pub namespace_selector: Vec<String>,
+    /// Lifetime of the intermediate certificates issued to sidecars.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub intermediate_lifetime: std::time::Duration,
+    /// How often the root CA Secret is re-read (a rotation takes effect within this).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub root_refresh: std::time::Duration,
+    /// File holding the bearer token of the block API.
+    #[arg(long, env = "KEYWARD_CONTROLLER_API_TOKEN_FILE")]
+    pub api_token_file: PathBuf,
+    /// Also serve the admission webhook (`POST /mutate`) with these injector settings.
+    #[arg(long)]
+    pub webhook_settings: Option<PathBuf>,
+}
+
+impl ControllerArgs {
+    /// The controller's settings: the selector parsed, the API token and the webhook settings read.
+    pub fn settings(self) -> Result<crate::controller::Settings, String> {
+        let namespace_selector = self
+            .namespace_selector
+            .iter()
+            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect::<Option<_>>()
+            .ok_or("--namespace-selector takes KEY=VALUE")?;
+        let token = std::fs::read_to_string(&self.api_token_file)
+            .map_err(|e| format!("{}: {e}", self.api_token_file.display()))?;
+        let webhook = match &self.webhook_settings {
+            Some(path) => Some(crate::webhook::load_settings(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(crate::controller::Settings {
+            listen: self.listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            namespace: self.namespace,
+            ca_secret: self.ca_secret,
+            blocked_configmap: self.blocked_configmap,
+            audience: self.audience,
+            namespace_selector,
+            intermediate_lifetime: self.intermediate_lifetime,
+            root_refresh: self.root_refresh,
+            api_token: crate::secrets::Secret::new(token.trim().to_string()),
+            webhook,
+        })
+    }
 }
 
 /// How `keyward block|unblock|blocked` reach the controller's API.

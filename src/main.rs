@@ -176,48 +176,12 @@ fn main() -> ExitCode {
                 app::run(&config, files, stopped).await.map_err(|e| e.to_string())
             })
         }
-        Command::Controller {
-            listen,
-            tls_cert,
-            tls_key,
-            namespace,
-            ca_secret,
-            blocked_configmap,
-            audience,
-            namespace_selector,
-            intermediate_lifetime,
-            root_refresh,
-            api_token_file,
-            webhook_settings,
-        } => {
+        Command::Controller(args) => {
             telemetry::logging::init(cli.log_format);
             serve(|stopped| async move {
-                let namespace_selector = namespace_selector
-                    .iter()
-                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect::<Option<_>>()
-                    .ok_or("--namespace-selector takes KEY=VALUE")?;
-                let token = std::fs::read_to_string(&api_token_file)
-                    .map_err(|e| format!("{}: {e}", api_token_file.display()))?;
-                let webhook = match webhook_settings {
-                    Some(path) => Some(webhook::load_settings(&path).map_err(|e| e.to_string())?),
-                    None => None,
-                };
-                let settings = controller::Settings {
-                    listen,
-                    tls_cert,
-                    tls_key,
-                    namespace,
-                    ca_secret,
-                    blocked_configmap,
-                    audience,
-                    namespace_selector,
-                    intermediate_lifetime,
-                    root_refresh,
-                    api_token: keyward::secrets::Secret::new(token.trim().to_string()),
-                    webhook,
-                };
-                controller::run(settings, stopped).await.map_err(|e| e.to_string())
+                controller::run(args.settings()?, stopped)
+                    .await
+                    .map_err(|e| e.to_string())
             })
         }
         Command::Exec {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::reload::{authorization_seen, route};
+use crate::reload::{authorization_seen, route, stream_finishes};
 use crate::routes;
 use crate::support::apiserver::{root_ca, ApiServer, Controller, AGENTS_NS, OTHER_NS};
 use crate::support::clients::{curl, node, python, stream_lines};
@@ -302,14 +302,7 @@ async fn a_served_configuration_changes_live_during_a_stream_and_a_broken_one_is
         "Token sk-REALSECRET-openai-5a1f7c"
     );
     echo.release_gate();
-    let mut rest = Vec::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        rest.push(line);
-    }
-    assert!(
-        rest.iter().any(|l| l == "data: event 2"),
-        "the stream kept running: {rest:?}"
-    );
+    stream_finishes(&mut lines).await;
 
     // A broken version: refused, shown in /readyz, and the running one keeps serving.
     let broken = config_yaml(&route("Token {secret}")).replace("openai_key", "no_such_secret");

@@ -21,6 +21,18 @@ fn rewrite(proxy: &Proxy, extra: &str) {
     std::fs::write(proxy.path("keyward.yaml"), config_yaml(extra)).unwrap();
 }
 
+/// Reads the rest of an `/sse?events=2` stream whose gate was released: event 2 arrives.
+pub async fn stream_finishes(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) {
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l == "data: event 2"),
+        "the stream kept running to its end: {rest:?}"
+    );
+}
+
 /// The `Authorization` the upstream got for a request with the placeholder.
 pub async fn authorization_seen(proxy: &Proxy, echo: &Echo) -> String {
     let url = format!("https://localhost:{}/v1/models", echo.port());
@@ -61,14 +73,7 @@ async fn a_config_change_applies_live_while_a_stream_keeps_running() {
     );
 
     echo.release_gate();
-    let mut rest = Vec::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        rest.push(line);
-    }
-    assert!(
-        rest.iter().any(|l| l == "data: event 2"),
-        "the stream finished: {rest:?}"
-    );
+    stream_finishes(&mut lines).await;
     assert!(stream.wait().await.unwrap().success());
     assert_eq!(
         proxy.metric_sum("keyward_config_reloads_total", &[("result", "ok")]),
