@@ -218,3 +218,35 @@ async fn exec_sets_the_environment_the_webhook_injects() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_sdk_streams_under_exec_with_the_placeholder_from_its_environment() {
+    let route = "resolve:\n  api.keyward.test: [127.0.0.1]\nroutes:\n  - name: openai\n    hosts: [\"api.keyward.test:*\"]\n    \
+                 allow_private: true\n    credentials:\n      - placeholder: kw-placeholder-openai\n        secret: openai_key\n        \
+                 header: Authorization\n        format: \"Bearer {secret}\"\n        env: OPENAI_API_KEY\n";
+    let dir = workdir(&config_yaml(route));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openai_stream.py");
+    let pki = crate::support::pki::pki();
+    let out = exec(
+        &dir.path().join("keyward.yaml"),
+        &[
+            "python3",
+            script.to_str().unwrap(),
+            "--cert",
+            pki.leaf_cert_path.to_str().unwrap(),
+            "--key",
+            pki.leaf_key_path.to_str().unwrap(),
+            "--host",
+            "api.keyward.test",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("the SDK run failed: {stderr}"));
+    assert_eq!(result["text"], "Hello from upstream", "the stream arrived whole");
+    assert_eq!(
+        result["seen"],
+        serde_json::json!(["Bearer sk-REALSECRET-openai-5a1f7c"]),
+        "the upstream got the real key; the SDK held only OPENAI_API_KEY=kw-placeholder-openai"
+    );
+}
