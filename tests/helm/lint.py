@@ -33,6 +33,8 @@
      byte-identical manifests and no Secret.
 4. deploy/kubernetes/sidecar-pod.yaml, the injected shape written by hand, follows the same rules (no Secret or
    ConfigMap, the tokens in the sidecar only, controller mode).
+5. The release: the chart's default image repository is the one .github/workflows/release.yml pushes to, and
+   deploy/Dockerfile builds from crates.io and Debian only into a non-root image holding the binary.
 Usage: python3 tests/helm/lint.py <dir where helm-sdkpy is installed>
 """
 import asyncio
@@ -68,6 +70,7 @@ CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfigura
 INJECT_CONDITION = ("has(object.metadata.annotations) && 'keyward.dev/inject' in object.metadata.annotations"
                     " && object.metadata.annotations['keyward.dev/inject'] == 'true'")
 ALERTS = ROOT / "deploy" / "observability" / "keyward-alerts.yaml"
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 DIGEST = "sha256:" + "ab" * 32
 
 passed = failed = 0
@@ -747,6 +750,33 @@ def check_gitops():
             check(message in str(e), f"the chart refuses {what}", e)
 
 
+def check_release_files():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    workflow = yaml.safe_load(WORKFLOW.read_text()) if WORKFLOW.is_file() else {}
+    check(workflow.get("env", {}).get("IMAGE") == values["image"]["repository"],
+          "the chart's default image repository is the one .github/workflows/release.yml pushes",
+          (workflow.get("env", {}).get("IMAGE"), values["image"]["repository"]))
+    text = json.dumps(workflow)
+    check("push-by-digest=true" in text and "imagetools create" in text and "deploy/Dockerfile" in text,
+          "release.yml builds deploy/Dockerfile, pushes by digest and joins the digests into one index")
+    check((CHART / "values.yaml").read_text().count('\n  digest: ""') == 1
+          and 's/^  digest: \\"\\"/' in WORKFLOW.read_text(),
+          "release.yml pins the packaged chart's image.digest (the one line its sed replaces)")
+    lines = [l.strip() for l in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+             if l.strip() and not l.strip().startswith("#")]
+    froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    final = lines[max(i for i, l in enumerate(lines) if l.startswith("FROM ")):]
+    copies = [l for l in final if l.startswith("COPY")]
+    check(len(froms) == 2 and re.fullmatch(r"rust:[0-9.]+-bookworm", froms[0].replace("${RUST_VERSION}", "1"))
+          and re.match(r"(gcr\.io/distroless/[a-z]+-debian12|debian:bookworm)", froms[1])
+          and "USER 65532:65532" in final and len(copies) == 1 and copies[0].startswith("COPY --from=build "),
+          "deploy/Dockerfile: a rust:*-bookworm builder, a Debian-based runtime as uid 65532 with the binary only",
+          (froms, copies))
+    sources = set(re.findall(r'^source = "([^"]+)"', (ROOT / "Cargo.lock").read_text(), re.M))
+    check(sources == {"registry+https://github.com/rust-lang/crates.io-index"},
+          "Cargo.lock: every dependency comes from crates.io", sources)
+
+
 def main():
     errors = lint(CHART)
     check(not errors, f"helm lint {CHART}", errors)
@@ -783,6 +813,7 @@ def main():
     check_migration_and_cert_manager()
     check_refusals()
     check_hand_written_pod()
+    check_release_files()
     print(f"helm: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
