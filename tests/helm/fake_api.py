@@ -38,6 +38,10 @@ RESOURCES = [
     ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
     ("cert-manager.io/v1", "issuers", "Issuer", True),
     ("cert-manager.io/v1", "certificates", "Certificate", True),
+    ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True),
+    ("monitoring.coreos.com/v1", "podmonitors", "PodMonitor", True),
+    ("monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor", True),
+    ("monitoring.coreos.com/v1", "prometheusrules", "PrometheusRule", True),
 ]
 
 

@@ -21,8 +21,20 @@
      (ca.crt/ca.key) is carried over to tls.crt/tls.key; the cert-manager variant reads the CA from a file;
    - the template refuses a default configuration that does not exist and a placeholder variable with two
      values.
+   - the webhook's scope: matchConditions send only pods annotated keyward.dev/inject: "true"; the release
+     namespace and the controller's own pods are excluded by the selectors (evaluated on sample labels);
+   - platform settings on the controller (pull secrets, repository@digest also for sidecars, scheduling,
+     pod metadata), proxy.vault.caFile as ca_file, and every route key rendered as given (compared with the
+     values); values.schema.json's route schema has exactly the fields of the Rust route types;
+   - the PodMonitor (sidecars' keyward-admin port, as src/webhook/mutate.rs names it), the ServiceMonitor and
+     the PrometheusRule (exactly deploy/observability/keyward-alerts.yaml's groups; the chart's copy is
+     byte-identical), all off by default; the controller's NetworkPolicy;
+   - GitOps: with every generated Secret supplied by name, two installs into fresh API servers render
+     byte-identical manifests and no Secret.
 4. deploy/kubernetes/sidecar-pod.yaml, the injected shape written by hand, follows the same rules (no Secret or
    ConfigMap, the tokens in the sidecar only, controller mode).
+5. The release: the chart's default image repository is the one .github/workflows/release.yml pushes to, and
+   deploy/Dockerfile builds from crates.io and Debian only into a non-root image holding the binary.
 Usage: python3 tests/helm/lint.py <dir where helm-sdkpy is installed>
 """
 import asyncio
@@ -55,6 +67,11 @@ RELEASE, NAMESPACE = "kw", "keyward"
 FULLNAME = f"{RELEASE}-keyward"
 CONTROLLER = f"{FULLNAME}-controller"
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+INJECT_CONDITION = ("has(object.metadata.annotations) && 'keyward.dev/inject' in object.metadata.annotations"
+                    " && object.metadata.annotations['keyward.dev/inject'] == 'true'")
+ALERTS = ROOT / "deploy" / "observability" / "keyward-alerts.yaml"
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+DIGEST = "sha256:" + "ab" * 32
 
 passed = failed = 0
 
@@ -141,6 +158,26 @@ def check_keys(value, path, struct, what):
     keys = set(value or {})
     check(keys <= fields and required <= keys, f"{what}: the fields of {struct}",
           f"unknown {sorted(keys - fields)}, missing {sorted(required - keys)}")
+
+
+def selects(selector, labels):
+    """Whether a Kubernetes label selector selects an object with these labels."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if not {"In": key in labels and labels[key] in values,
+                "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def without_env(routes):
+    """Routes as keyward.yaml must get them: as given, less the chart's own credentials[].env."""
+    return [{**r, **({"credentials": [{k: v for k, v in c.items() if k != "env"} for c in r["credentials"]]}
+                     if "credentials" in r else {})} for r in routes]
 
 
 def proxy_config(release, name):
@@ -267,6 +304,27 @@ def check_default_install():
                   "routes is a list; no admin_token (the sidecar generates its own)")
         notes = r.result["info"].get("notes", "")
         check("keyward.dev/config" in notes and CONTROLLER in notes, "NOTES.txt names the controller and keyward.dev/config")
+
+        # The webhook's scope.
+        check(hook.get("matchConditions") == [{"name": "keyward-inject-annotation", "expression": INJECT_CONDITION}],
+              "the webhook's matchConditions send only pods annotated keyward.dev/inject: \"true\"",
+              hook.get("matchConditions"))
+        ns_selector, object_selector = hook["namespaceSelector"], hook["objectSelector"]
+        enrolled = {"keyward.dev/injection": "enabled"}
+        check(selects(ns_selector, {**enrolled, "kubernetes.io/metadata.name": "agents"})
+              and not selects(ns_selector, {**enrolled, "kubernetes.io/metadata.name": NAMESPACE})
+              and not selects(ns_selector, {"kubernetes.io/metadata.name": "other"}),
+              "namespaceSelector: enrolled namespaces, never the release namespace (even labelled)", ns_selector)
+        controller_labels = d["spec"]["template"]["metadata"]["labels"]
+        check(selects(object_selector, {"app": "sales-bot"}) and not selects(object_selector, controller_labels)
+              and selects(d["spec"]["selector"], controller_labels),
+              "objectSelector: agent pods, never the controller's own pods", object_selector)
+
+        # Observability objects are off by default; the NetworkPolicy is on.
+        kinds = {o["kind"] for _, o in r.objects}
+        check(not kinds & {"PodMonitor", "ServiceMonitor", "PrometheusRule"},
+              "no PodMonitor, ServiceMonitor or PrometheusRule by default", kinds)
+        check_network_policy(r, cidrs=[])
         return r
     except Exception:
         r.stop()
@@ -288,6 +346,29 @@ def check_upgrade(r):
     r.stop()
 
 
+# A route using every field of RawRoute and of the structs under it.
+EVERY_ROUTE_KEY = {
+    "name": "github", "hosts": ["api.github.com"], "paths": ["/repos/**"], "methods": ["GET", "POST"],
+    "allow_private": False, "allow_plain_http": False, "policy": "data.keyward.github",
+    "rate_limit": {"per_minute": 600, "burst": 60, "per_user": True, "max_keys": 5000},
+    "concurrency": {"max_in_flight": 8, "queue_timeout": "2s"},
+    "timeouts": {"connect": "3s", "tls": "3s", "response_headers": "30s", "idle": "1m"},
+    "retry": {"attempts": 3, "base_delay": "100ms", "max_delay": "2s", "deadline": "10s", "max_body": 1048576,
+              "max_retry_after": "5s"},
+    "credentials": [
+        {"name": "github_token", "placeholder": "kw-placeholder-github", "header": "Authorization",
+         "format": "Bearer {secret}", "inject": "always",
+         "vault": {"mount": "kv", "path": "agents/z", "key": "github", "version": 3, "kv": 2}},
+        {"name": "app", "placeholder": "kw-placeholder-app", "query": "token", "oauth2": {
+            "token_url": "https://auth.example.com/token", "grant": "refresh_token",
+            "client_id": {"vault": {"path": "agents/z", "key": "client_id"}},
+            "client_secret": {"secret": "client_secret"},
+            "refresh_token": {"path": "agents/z", "key": "refresh"}, "scopes": ["read"], "client_auth": "body",
+            "refresh_before": "2m", "allow_private": False}},
+    ],
+}
+
+
 def check_configs_and_policy():
     values = {"proxy": {
         "policy": {"enabled": True, "rego": {"main.rego": "package keyward\ndefault decision := {\"allow\": true}\n"}},
@@ -296,11 +377,11 @@ def check_configs_and_policy():
              "header": "Authorization", "format": "Bearer {secret}", "env": "OPENAI_API_KEY"}]}],
         "configs": {"research": {
             "policy": {"mode": "shadow", "rego": {"research.rego": "package keyward\n"}},
-            "vault": {"role": "research"},
+            "vault": {"role": "research", "caFile": "/etc/ssl/vault-ca.pem"},
             "routes": [{"name": "anthropic", "hosts": ["api.anthropic.com"], "credentials": [
                 {"placeholder": "kw-placeholder-anthropic", "vault": {"path": "agents/y", "key": "anthropic"},
                  "header": "x-api-key", "env": "ANTHROPIC_API_KEY"}]}],
-        }},
+        }, "complete": {"routes": [EVERY_ROUTE_KEY]}},
     }}
     r = Release(values)
     try:
@@ -326,6 +407,25 @@ def check_configs_and_policy():
               and [x["name"] for x in s["routes"]] == ["anthropic"] and [x["name"] for x in d["routes"]] == ["openai"],
               "an entry overrides what it sets (role, mode, routes) and inherits the rest (address)")
         check("env" not in d["routes"][0]["credentials"][0], "credentials lose the chart-only env key")
+        # Every route key is rendered, as given: no key dropped, none added.
+        complete = proxy_config(r, "complete")[1]
+        for name, config in (("default", d), ("research", s), ("complete", complete)):
+            expected = without_env((values["proxy"]["configs"].get(name) or {}).get("routes") or values["proxy"]["routes"])
+            check(config["routes"] == expected, f"{name}: the rendered routes are the values' routes (less env)",
+                  [(a, b) for a, b in zip(config["routes"], expected) if a != b] or config["routes"])
+        full = complete["routes"][0]
+        check(full.get("rate_limit") == EVERY_ROUTE_KEY["rate_limit"], "a route's rate_limit is rendered",
+              full.get("rate_limit"))
+        for key, struct in [("rate_limit", "RawRateLimit"), ("concurrency", "RawConcurrency"),
+                            ("timeouts", "RawTimeouts"), ("retry", "RawRetry")]:
+            check_keys(full.get(key), "src/config/raw.rs", struct, f"route {key}")
+        check_keys(full, "src/config/raw.rs", "RawRoute", "a route with every key")
+        check_keys(full["credentials"][1].get("oauth2"), "src/config/raw.rs", "RawOAuth2", "credential oauth2")
+        check_keys(full["credentials"][0].get("vault"), "src/config/raw.rs", "RawVaultRef", "credential vault")
+        vault = s["secrets"]["vault"]
+        check(vault.get("ca_file") == "/etc/ssl/vault-ca.pem" and "ca_file" not in d["secrets"]["vault"],
+              "proxy.vault.caFile is secrets.vault.ca_file (and absent when empty)", vault)
+        check_keys(vault, "src/config/raw.rs", "RawVault", "secrets.vault with ca_file")
         settings = yaml.safe_load(r.get("ConfigMap", f"{CONTROLLER}-injector")["data"]["settings.yaml"])
         check(settings["env"] == {"OPENAI_API_KEY": "kw-placeholder-openai", "ANTHROPIC_API_KEY": "kw-placeholder-anthropic"},
               "agent containers get the placeholder variables of every configuration", settings["env"])
@@ -410,6 +510,273 @@ def check_hand_written_pod():
           "sidecar-pod.yaml: the sidecar runs in controller mode", args)
 
 
+def check_schema_matches_rust():
+    """values.schema.json's route schema admits exactly the Rust fields (plus the chart's credentials[].env), so a
+    field added in src/config/raw.rs is not refused by the chart, and a chart key is never silently dropped."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    definitions = schema["definitions"]
+    for definition, struct, extra in [("route", "RawRoute", set()), ("credential", "RawCredential", {"env"}),
+                                      ("rateLimit", "RawRateLimit", set()), ("concurrency", "RawConcurrency", set()),
+                                      ("timeouts", "RawTimeouts", set()), ("retry", "RawRetry", set()),
+                                      ("vaultRef", "RawVaultRef", set()), ("secretSource", "RawSecretSource", set()),
+                                      ("oauth2", "RawOAuth2", set())]:
+        fields, required = rust_fields("src/config/raw.rs", struct)
+        d = definitions[definition]
+        check(set(d["properties"]) == fields | extra and set(d.get("required", [])) == required
+              and d.get("additionalProperties") is False,
+              f"values.schema.json {definition}: exactly the fields of {struct} (required alike, others refused)",
+              (sorted(set(d["properties"]) ^ (fields | extra)), sorted(set(d.get("required", [])) ^ required)))
+    check(schema["properties"]["proxy"]["properties"]["routes"] == {"$ref": "#/definitions/routes"}
+          and definitions["proxyConfig"]["properties"]["routes"] == {"$ref": "#/definitions/routes"},
+          "proxy.routes and proxy.configs.*.routes share that schema")
+
+
+def check_platform_settings():
+    values = {
+        "image": {"digest": DIGEST, "tag": "ignored"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "controller": {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}},
+            "priorityClassName": "system-cluster-critical",
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                           "whenUnsatisfiable": "ScheduleAnyway"}],
+            "podAnnotations": {"example.com/team": "platform"},
+            "podLabels": {"team": "platform", "app.kubernetes.io/name": "not-keyward",
+                          "keyward.dev/component": "agent"},
+        },
+        "webhook": {"objectSelector": {"matchLabels": {"keyward": "yes"},
+                                       "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]},
+                    "namespaceSelector": {"matchLabels": {"keyward.dev/injection": "enabled"},
+                                          "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}},
+        "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.10/32", "fd00::1/128"], "ports": [6443]},
+                          "extraIngress": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+    }
+    r = Release(values)
+    try:
+        d = r.get("Deployment", CONTROLLER)
+        template = d["spec"]["template"]
+        pod = template["spec"]
+        image = f"ghcr.io/keyward/keyward@{DIGEST}"
+        settings = yaml.safe_load(r.get("ConfigMap", f"{CONTROLLER}-injector")["data"]["settings.yaml"])
+        check(pod["containers"][0]["image"] == image and settings["image"] == image,
+              "image.digest: the controller and the sidecars run repository@digest", (pod["containers"][0]["image"], settings["image"]))
+        check(pod.get("imagePullSecrets") == [{"name": "regcred"}], "imagePullSecrets on the controller's pod")
+        check(pod.get("nodeSelector") == values["controller"]["nodeSelector"]
+              and pod.get("tolerations") == values["controller"]["tolerations"]
+              and pod.get("priorityClassName") == "system-cluster-critical",
+              "nodeSelector, tolerations and priorityClassName on the controller's pod")
+        affinity = pod.get("affinity", {})
+        check(affinity.get("nodeAffinity") == values["controller"]["affinity"]["nodeAffinity"]
+              and "podAntiAffinity" in affinity, "affinity: the given nodeAffinity beside the default anti-affinity",
+              affinity)
+        spread = pod.get("topologySpreadConstraints") or [{}]
+        check(spread[0].get("topologyKey") == "topology.kubernetes.io/zone"
+              and spread[0].get("labelSelector") == {"matchLabels": d["spec"]["selector"]["matchLabels"]},
+              "topologySpreadConstraints, with the controller's labels as the default labelSelector", spread)
+        annotations, labels = template["metadata"]["annotations"], template["metadata"]["labels"]
+        check(annotations.get("example.com/team") == "platform" and "checksum/injector" in annotations,
+              "podAnnotations beside the injector checksum", annotations)
+        check(labels.get("team") == "platform" and labels["app.kubernetes.io/name"] == "keyward"
+              and labels["keyward.dev/component"] == "controller" and selects(d["spec"]["selector"], labels),
+              "podLabels added; the selector's labels and keyward.dev/component cannot be replaced", labels)
+        hook = r.get("MutatingWebhookConfiguration", FULLNAME)["webhooks"][0]
+        obj, ns = hook["objectSelector"], hook["namespaceSelector"]
+        check(selects(obj, {"keyward": "yes"}) and not selects(obj, {"keyward": "yes", "tier": "db"})
+              and not selects(obj, {"keyward": "yes", "keyward.dev/component": "controller"}),
+              "the given objectSelector is kept, and the controller's pods still excluded", obj)
+        labelled = {"keyward.dev/injection": "enabled", "env": "prod"}
+        check(selects(ns, {**labelled, "kubernetes.io/metadata.name": "agents"})
+              and not selects(ns, {"keyward.dev/injection": "enabled", "kubernetes.io/metadata.name": "agents"})
+              and not selects(ns, {**labelled, "kubernetes.io/metadata.name": NAMESPACE}),
+              "the given namespaceSelector expressions are kept, and the release namespace still excluded", ns)
+        check_network_policy(r, cidrs=["10.0.0.10/32", "fd00::1/128"], ports=[6443], extra=1)
+    finally:
+        r.stop()
+    r = Release({"networkPolicy": {"enabled": False}})
+    try:
+        check(not any(o["kind"] == "NetworkPolicy" for _, o in r.objects), "networkPolicy.enabled false: none")
+    finally:
+        r.stop()
+
+
+def check_network_policy(r, cidrs, ports=(443, 6443), extra=0):
+    policies = [o for _, o in r.objects if o["kind"] == "NetworkPolicy"]
+    d = r.get("Deployment", CONTROLLER)
+    if not check(len(policies) == 1, "one NetworkPolicy (networkPolicy.enabled, the default)", len(policies)):
+        return
+    spec = policies[0]["spec"]
+    check(spec["podSelector"] == d["spec"]["selector"] and spec["policyTypes"] == ["Ingress", "Egress"],
+          "NetworkPolicy: the controller's pods, ingress and egress")
+    port = d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    ingress = spec["ingress"]
+    check(all(rule["ports"] == [{"protocol": "TCP", "port": port}] for rule in ingress),
+          f"NetworkPolicy ingress: the controller's port {port} only", ingress)
+    peers = [p for rule in ingress for p in rule.get("from", [])]
+    blocks = sorted(p["ipBlock"]["cidr"] for p in peers if "ipBlock" in p)
+    check({"namespaceSelector": {"matchLabels": {"keyward.dev/injection": "enabled"}}} in peers
+          and blocks == sorted(cidrs) and len(ingress) == 2 + extra
+          and (bool(cidrs) == all("from" in rule for rule in ingress)),
+          "NetworkPolicy ingress: enrolled namespaces, the API server's CIDRs (any source without them)"
+          + (", the extra peers" if extra else ""), ingress)
+    egress = spec["egress"]
+    dns = [rule for rule in egress if {"protocol": "UDP", "port": 53} in rule["ports"]]
+    api = [rule for rule in egress if rule not in dns]
+    check(len(dns) == 1 and {"protocol": "TCP", "port": 53} in dns[0]["ports"] and len(api) == 1
+          and sorted(p["port"] for p in api[0]["ports"]) == sorted(ports)
+          and sorted(p["ipBlock"]["cidr"] for p in api[0].get("to", [])) == sorted(cidrs),
+          "NetworkPolicy egress: DNS, and the Kubernetes API (its CIDRs and ports)", egress)
+
+
+def check_observability():
+    r = Release({"monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                                "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    try:
+        monitors = [o for _, o in r.objects if o["kind"] == "PodMonitor"]
+        mutate = (ROOT / "src" / "webhook" / "mutate.rs").read_text()
+        port_name = re.search(r'"name": "([^"]+)", "containerPort": settings.admin_port', mutate).group(1)
+        config = proxy_config(r, "default")[1]
+        if check(len(monitors) == 1, "monitoring.podMonitor.enabled: a PodMonitor"):
+            m = monitors[0]
+            endpoints = m["spec"]["podMetricsEndpoints"]
+            check(m["metadata"]["labels"].get("release") == "kps" and m["spec"]["namespaceSelector"] == {"any": True}
+                  and len(endpoints) == 1 and endpoints[0]["port"] == port_name == "keyward-admin"
+                  and endpoints[0]["path"] == "/metrics" and endpoints[0]["scheme"] == "http"
+                  and not set(endpoints[0]) & {"authorization", "bearerTokenSecret", "basicAuth"},
+                  "PodMonitor: the sidecars' admin port (as src/webhook/mutate.rs names it), /metrics, no token", m["spec"])
+            check(config["admin"].startswith("0.0.0.0:"), "and the sidecars' admin listener is reachable on the pod IP",
+                  config["admin"])
+        service = r.get("Service", CONTROLLER)
+        monitors = [o for _, o in r.objects if o["kind"] == "ServiceMonitor"]
+        if check(len(monitors) == 1, "monitoring.serviceMonitor.enabled: a ServiceMonitor"):
+            m = monitors[0]["spec"]
+            endpoint = m["endpoints"][0]
+            d = r.get("Deployment", CONTROLLER)
+            tls_volume = [v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"][0]
+            check(selects(m["selector"], service["metadata"]["labels"])
+                  and endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+                  and endpoint["scheme"] == "https" and endpoint["path"] == "/metrics"
+                  and endpoint["tlsConfig"]["ca"]["secret"] == {"name": tls_volume["secret"]["secretName"], "key": "ca.crt"}
+                  and endpoint["tlsConfig"]["serverName"] == f"{CONTROLLER}.{NAMESPACE}.svc",
+                  "ServiceMonitor: the controller's Service, /metrics over HTTPS trusting its serving CA", m)
+        rules = [o for _, o in r.objects if o["kind"] == "PrometheusRule"]
+        if check(len(rules) == 1, "monitoring.prometheusRule.enabled: a PrometheusRule"):
+            expected = yaml.safe_load(ALERTS.read_text())["groups"]
+            check(rules[0]["spec"] == {"groups": expected},
+                  "PrometheusRule: exactly the groups of deploy/observability/keyward-alerts.yaml",
+                  [g["name"] for g in rules[0]["spec"].get("groups", [])])
+    finally:
+        r.stop()
+    copy = CHART / "files" / "keyward-alerts.yaml"
+    check(copy.is_file() and not copy.is_symlink() and copy.read_bytes() == ALERTS.read_bytes(),
+          "helm/keyward/files/keyward-alerts.yaml is a byte-identical copy of deploy/observability/keyward-alerts.yaml"
+          " (cp deploy/observability/keyward-alerts.yaml helm/keyward/files/)")
+
+
+def check_gitops():
+    """Every generated Secret supplied by name: nothing random at render, so two renders are byte-identical."""
+    from cryptography import x509 as _x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    import datetime
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _x509.Name([_x509.NameAttribute(_x509.oid.NameOID.COMMON_NAME, "gitops-ca")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    ca_pem = (_x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+              .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+              .add_extension(_x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    values = {"ca": {"existingSecret": "root-ca"},
+              "webhook": {"tls": {"existingSecret": "controller-tls", "caCert": ca_pem}},
+              "controller": {"apiToken": {"existingSecret": "controller-api"}}}
+    renders = []
+    for _ in range(2):
+        r = Release(values)
+        try:
+            renders.append((r.result["manifest"], r.result["info"].get("notes", ""), r.objects))
+        finally:
+            r.stop()
+    (first, notes, objects), (second, notes2, _) = renders
+    check(first == second and notes == notes2,
+          "GitOps: with ca, webhook.tls and controller.apiToken supplied, two renders are byte-identical")
+    secrets = [o["metadata"]["name"] for _, o in objects if o["kind"] == "Secret"]
+    check(not secrets, "GitOps: no Secret is rendered", secrets)
+    found = {o["kind"]: o for _, o in objects if o["kind"] in ("Deployment", "MutatingWebhookConfiguration")}
+    pod = found["Deployment"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    args = pod["containers"][0]["args"]
+    check(volumes.get("tls") == "controller-tls" and volumes.get("api-token") == "controller-api"
+          and "--ca-secret=root-ca" in args, "GitOps: the controller uses the supplied Secrets", (volumes, args))
+    hook = found["MutatingWebhookConfiguration"]["webhooks"][0]
+    settings = yaml.safe_load([o for _, o in objects if o["metadata"]["name"] == f"{CONTROLLER}-injector"][0]["data"]["settings.yaml"])
+    check(base64.b64decode(hook["clientConfig"]["caBundle"]).decode().strip() == ca_pem.strip()
+          == settings["controller_ca"].strip(), "GitOps: webhook.tls.caCert is the caBundle and what sidecars trust")
+    # Without the supplied Secrets, two renders differ (the comparison above would see generated values).
+    a, b = Release(), Release()
+    try:
+        check(a.result["manifest"] != b.result["manifest"], "without them, two renders differ (generated CA and token)")
+    finally:
+        a.stop()
+        b.stop()
+    # webhook.tls.existingSecret without caCert: read from the Secret at install (lookup), else refused.
+    api = FakeApi().start()
+    api.objects[(f"/api/v1/namespaces/{NAMESPACE}/secrets", "controller-tls")] = {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "controller-tls", "namespace": NAMESPACE},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in
+                 {"ca.crt": ca_pem, "tls.crt": "CERT", "tls.key": "KEY"}.items()}}
+    try:
+        r = Release({"webhook": {"tls": {"existingSecret": "controller-tls"}}}, api=api)
+        hook = r.get("MutatingWebhookConfiguration", FULLNAME)["webhooks"][0]
+        check(base64.b64decode(hook["clientConfig"]["caBundle"]).decode().strip() == ca_pem.strip()
+              and r.secret("controller-tls", "tls.crt") == "CERT",
+              "webhook.tls.existingSecret without caCert: the CA is read from its ca.crt, the Secret left alone")
+    except helm_sdkpy.HelmError as e:
+        check(False, "webhook.tls.existingSecret without caCert, the Secret present", e)
+    finally:
+        api.stop()
+    for values, message, what in [
+        ({"webhook": {"tls": {"existingSecret": "controller-tls"}}}, "set webhook.tls.caCert",
+         "webhook.tls.existingSecret without caCert when it cannot read the Secret (helm template)"),
+        ({"webhook": {"tls": {"existingSecret": "controller-tls", "caCert": ca_pem}, "certManager": {"enabled": True}}},
+         "choose one source", "webhook.tls.existingSecret with cert-manager"),
+    ]:
+        try:
+            Release(values).stop()
+            check(False, f"the chart refuses {what}", "it installed")
+        except helm_sdkpy.HelmError as e:
+            check(message in str(e), f"the chart refuses {what}", e)
+
+
+def check_release_files():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    workflow = yaml.safe_load(WORKFLOW.read_text()) if WORKFLOW.is_file() else {}
+    check(workflow.get("env", {}).get("IMAGE") == values["image"]["repository"],
+          "the chart's default image repository is the one .github/workflows/release.yml pushes",
+          (workflow.get("env", {}).get("IMAGE"), values["image"]["repository"]))
+    text = json.dumps(workflow)
+    check("push-by-digest=true" in text and "imagetools create" in text and "deploy/Dockerfile" in text,
+          "release.yml builds deploy/Dockerfile, pushes by digest and joins the digests into one index")
+    check((CHART / "values.yaml").read_text().count('\n  digest: ""') == 1
+          and 's/^  digest: \\"\\"/' in WORKFLOW.read_text(),
+          "release.yml pins the packaged chart's image.digest (the one line its sed replaces)")
+    lines = [l.strip() for l in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+             if l.strip() and not l.strip().startswith("#")]
+    froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    final = lines[max(i for i, l in enumerate(lines) if l.startswith("FROM ")):]
+    copies = [l for l in final if l.startswith("COPY")]
+    check(len(froms) == 2 and re.fullmatch(r"rust:[0-9.]+-bookworm", froms[0].replace("${RUST_VERSION}", "1"))
+          and re.match(r"(gcr\.io/distroless/[a-z]+-debian12|debian:bookworm)", froms[1])
+          and "USER 65532:65532" in final and len(copies) == 1 and copies[0].startswith("COPY --from=build "),
+          "deploy/Dockerfile: a rust:*-bookworm builder, a Debian-based runtime as uid 65532 with the binary only",
+          (froms, copies))
+    sources = set(re.findall(r'^source = "([^"]+)"', (ROOT / "Cargo.lock").read_text(), re.M))
+    check(sources == {"registry+https://github.com/rust-lang/crates.io-index"},
+          "Cargo.lock: every dependency comes from crates.io", sources)
+
+
 def main():
     errors = lint(CHART)
     check(not errors, f"helm lint {CHART}", errors)
@@ -424,11 +791,29 @@ def main():
     ]:
         errors = bad_values(edit)
         check(any(e.get("Path") == "values.yaml" for e in errors), f"values.schema.json refuses {what}", errors)
+    for edit, what in [
+        (lambda v: v.replace('  digest: ""', '  digest: "latest"'), "an image digest that is no sha256 digest"),
+        (lambda v: v.replace("  nodeSelector: {}", "  nodeSelectors: {}"), "controller.nodeSelectors (a typo)"),
+        (lambda v: v.replace("  routes: []", "  routes: [{name: a, hosts: [a.test], rate_limits: {per_minute: 1}}]"),
+         "an unknown route key (rate_limits)"),
+        (lambda v: v.replace("  routes: []", "  routes: [{name: a, hosts: [a.test], rate_limit: {per_minit: 1}}]"),
+         "an unknown rate_limit key"),
+        (lambda v: v.replace("networkPolicy:\n  enabled: true\n", "networkPolicy:\n  enabled: true\n  ingress: []\n"),
+         "networkPolicy.ingress (unknown)"),
+        (lambda v: v.replace("    cidrs: []", "    cidrs: [10.0.0.1]"), "an API server CIDR without a prefix length"),
+    ]:
+        errors = bad_values(edit)
+        check(any(e.get("Path") == "values.yaml" for e in errors), f"values.schema.json refuses {what}", errors)
+    check_schema_matches_rust()
     check_upgrade(check_default_install())
     check_configs_and_policy()
+    check_platform_settings()
+    check_observability()
+    check_gitops()
     check_migration_and_cert_manager()
     check_refusals()
     check_hand_written_pod()
+    check_release_files()
     print(f"helm: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
