@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -296,8 +296,8 @@ impl Controller {
     }
 
     /// The sidecar's identity from its bearer token, or the refusal (logged without the token, counted).
-    async fn sidecar(&self, req: &Request<Incoming>) -> Result<issue::Identity, Refusal> {
-        let token = bearer(req).ok_or_else(|| Refusal::Token("no bearer token".into()))?;
+    async fn sidecar(&self, headers: &HeaderMap) -> Result<issue::Identity, Refusal> {
+        let token = bearer(headers).ok_or_else(|| Refusal::Token("no bearer token".into()))?;
         let identity = self.cluster.review(token, &self.settings.audience).await?;
         self.cluster
             .enrolled(&identity.namespace, &self.settings.namespace_selector)
@@ -317,7 +317,11 @@ impl Controller {
             tracing::warn!(reason, %message, "certificate refused");
             reply(status, json!({ "error": reason, "message": message }))
         };
-        let identity = match self.sidecar(&req).await {
+        // The body is read before any answer: answering while the client still sends would reset the
+        // connection under it, and the client would see no answer at all.
+        let (parts, body) = req.into_parts();
+        let body = read_json(body).await;
+        let identity = match self.sidecar(&parts.headers).await {
             Ok(identity) => identity,
             Err(e @ Refusal::Api(_)) => return refused(e.code(), StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Err(e @ Refusal::NotEnrolled(_)) => return refused(e.code(), StatusCode::FORBIDDEN, e.to_string()),
@@ -330,10 +334,7 @@ impl Controller {
                 "the root CA is not loaded".into(),
             );
         };
-        let csr = match read_json(req)
-            .await
-            .map(|body| body["csr"].as_str().map(str::to_string))
-        {
+        let csr = match body.map(|body| body["csr"].as_str().map(str::to_string)) {
             Ok(Some(csr)) => csr,
             _ => {
                 return refused(
@@ -367,16 +368,16 @@ impl Controller {
         }
     }
 
-    fn is_api_caller(&self, req: &Request<Incoming>) -> bool {
-        bearer(req).is_some_and(|t| crate::admin::token_matches(t, &self.settings.api_token))
+    fn is_api_caller(&self, headers: &HeaderMap) -> bool {
+        bearer(headers).is_some_and(|t| crate::admin::token_matches(t, &self.settings.api_token))
     }
 
     /// A sidecar (or the API token's holder) may read; anyone else gets the refusal.
     async fn reader(&self, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
-        if self.is_api_caller(req) {
+        if self.is_api_caller(req.headers()) {
             return Ok(());
         }
-        self.sidecar(req).await.map(|_| ()).map_err(|e| {
+        self.sidecar(req.headers()).await.map(|_| ()).map_err(|e| {
             reply(
                 StatusCode::UNAUTHORIZED,
                 json!({ "error": e.code(), "message": e.to_string() }),
@@ -421,7 +422,7 @@ impl Controller {
     }
 
     async fn block(&self, req: &Request<Incoming>, block: bool, agent: Option<String>) -> Response<Full<Bytes>> {
-        if !self.is_api_caller(req) {
+        if !self.is_api_caller(req.headers()) {
             tracing::warn!(path = %req.uri().path(), "controller API call refused: missing or wrong API token");
             return reply(StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" }));
         }
@@ -546,8 +547,8 @@ fn block_action(path: &str) -> Option<(bool, Option<String>)> {
     }
 }
 
-fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -555,11 +556,8 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, ()> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| ())?;
+async fn read_json(body: Incoming) -> Result<serde_json::Value, ()> {
+    let body = Limited::new(body, MAX_BODY).collect().await.map_err(|_| ())?;
     serde_json::from_slice(&body.to_bytes()).map_err(|_| ())
 }
 
