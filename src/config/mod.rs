@@ -131,9 +131,10 @@ impl Config {
                             "placeholder": c.placeholder,
                             "header": c.kind.header().map(|h| h.as_str()),
                             "query": c.kind.query(),
-                            "source": match &c.kind {
-                                crate::credentials::Kind::Swap(swap) => source(&swap.secret),
-                            },
+                            // The secret the credential writes (a Basic password; its username, if read from a
+                            // secret, follows in `also`).
+                            "source": c.kind.secrets().next().map(source),
+                            "also": c.kind.secrets().skip(1).map(source).collect::<Vec<_>>(),
                         })
                     })
                     .collect();

@@ -527,6 +527,24 @@ pub struct RawCredential {
     pub inject: Inject,
     /// An environment variable `keyward exec` sets to the placeholder for the agent (`OPENAI_API_KEY`).
     pub env: Option<String>,
+    /// HTTP Basic auth: `Authorization: Basic base64(username:password)` replaces the placeholder.
+    pub basic: Option<RawBasic>,
+}
+
+/// `basic: { username: "bot@example.com" | { secret | vault }, password: { secret | vault } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: RawUsername,
+    pub password: RawSecretSource,
+}
+
+/// A username written in the config, or read like a secret.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUsername {
+    Literal(String),
+    Secret(RawSecretSource),
 }
 
 fn default_format() -> String {

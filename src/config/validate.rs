@@ -7,11 +7,11 @@ use std::path::Path;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    PolicyMode, RawAudit, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth,
-    RawTraces, RawVault, RawVaultRef,
+    PolicyMode, RawAudit, RawBasic, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute,
+    RawTokenAuth, RawTraces, RawUsername, RawVault, RawVaultRef,
 };
 use super::{Config, Environment, FieldError, PolicyConfig, RouteLimits, TokenSource};
-use crate::credentials::{CredentialSpec, Format, Inject, Kind, Swap};
+use crate::credentials::{Basic, CredentialSpec, Format, Inject, Kind, Swap, Username};
 use crate::policy::Mode;
 use crate::ratelimit;
 use crate::route::{normalize_host, HostPattern, Route};
@@ -674,6 +674,9 @@ fn credential(
             "at least 8 characters, no whitespace",
         ));
     }
+    if let Some(basic) = &c.basic {
+        return basic_credential(c, basic, route, &field, backends).map(|spec| (spec, None));
+    }
     let (secret, oauth) = match &c.oauth2 {
         Some(o) if c.secret.is_none() && c.vault.is_none() => {
             let name = c
@@ -743,6 +746,62 @@ fn credential(
         env: c.env.clone(),
     };
     Ok((spec, oauth))
+}
+
+/// `basic:`: the username (literal or a secret) and the password; the header is `Authorization`, and a
+/// `secret`/`vault`/`oauth2`, `header`, `query` or `format` beside it is refused as ambiguous.
+fn basic_credential(
+    c: &RawCredential,
+    basic: &RawBasic,
+    route: &str,
+    field: &dyn Fn(&str) -> String,
+    backends: Backends,
+) -> Result<CredentialSpec, FieldError> {
+    let beside = [
+        ("secret", c.secret.is_some()),
+        ("vault", c.vault.is_some()),
+        ("oauth2", c.oauth2.is_some()),
+        ("header", c.header.is_some()),
+        ("query", c.query.is_some()),
+        ("format", c.format != "{secret}"),
+    ];
+    if let Some((name, _)) = beside.iter().find(|(_, set)| *set) {
+        return Err(FieldError::new(
+            field(name),
+            "a `basic` credential takes its values from `basic:` and writes `Authorization` itself",
+        ));
+    }
+    let at = |f: &str| field(&format!("basic.{f}"));
+    let password = source(
+        &basic.password.secret,
+        &basic.password.vault,
+        &|f| at(&format!("password.{f}")),
+        backends,
+    )?;
+    let username = match &basic.username {
+        RawUsername::Literal(name) if name.contains(':') || name.is_empty() => {
+            return Err(FieldError::new(at("username"), "must be non-empty and contain no `:`"))
+        }
+        RawUsername::Literal(name) => Username::Literal(name.clone()),
+        RawUsername::Secret(s) => Username::Secret(source(
+            &s.secret,
+            &s.vault,
+            &|f| at(&format!("username.{f}")),
+            backends,
+        )?),
+    };
+    let name = c.name.clone().unwrap_or_else(|| password.to_string());
+    Ok(CredentialSpec {
+        name,
+        route: route.to_string(),
+        placeholder: c.placeholder.clone(),
+        kind: Kind::Basic(Basic {
+            username,
+            password,
+            inject: c.inject,
+        }),
+        env: c.env.clone(),
+    })
 }
 
 /// A placeholder must identify exactly one credential, so none may contain another.

@@ -11,6 +11,23 @@ use crate::secrets::{Secret, SecretRef};
 pub enum Kind {
     /// One secret written, in `format`, into the configured header or query value.
     Swap(Swap),
+    /// `Authorization: Basic base64(username:password)`, where the agent sent the placeholder in a Basic
+    /// (as the password, or anywhere in the pair) or Bearer `Authorization` header.
+    Basic(Basic),
+}
+
+#[derive(Debug, Clone)]
+pub struct Basic {
+    pub username: Username,
+    pub password: SecretRef,
+    pub inject: Inject,
+}
+
+/// A Basic username: in the config, or read like a secret.
+#[derive(Debug, Clone)]
+pub enum Username {
+    Literal(String),
+    Secret(SecretRef),
 }
 
 #[derive(Debug, Clone)]
@@ -25,15 +42,24 @@ pub struct Swap {
 impl Kind {
     /// Every secret the credential reads.
     pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
-        match self {
-            Self::Swap(swap) => std::iter::once(&swap.secret),
-        }
+        let (first, second) = match self {
+            Self::Swap(swap) => (&swap.secret, None),
+            Self::Basic(basic) => (
+                &basic.password,
+                match &basic.username {
+                    Username::Secret(r) => Some(r),
+                    Username::Literal(_) => None,
+                },
+            ),
+        };
+        std::iter::once(first).chain(second)
     }
 
     /// The header whose value carries the placeholder (and takes the credential).
     pub fn header(&self) -> Option<&HeaderName> {
         match self {
             Self::Swap(swap) => swap.header.as_ref(),
+            Self::Basic(_) => Some(&http::header::AUTHORIZATION),
         }
     }
 
@@ -41,21 +67,68 @@ impl Kind {
     pub fn query(&self) -> Option<&str> {
         match self {
             Self::Swap(swap) => swap.query.as_deref(),
+            Self::Basic(_) => None,
         }
     }
 
     pub fn inject(&self) -> Inject {
         match self {
             Self::Swap(swap) => swap.inject,
+            Self::Basic(basic) => basic.inject,
+        }
+    }
+
+    /// The early part: the header value to write from the values `read` returns for this kind's secrets, and
+    /// every value written that a response must be scrubbed of.
+    pub fn render(
+        &self,
+        read: impl Fn(&SecretRef) -> Result<Secret, SwapError>,
+    ) -> Result<(String, Vec<Secret>), SwapError> {
+        match self {
+            Self::Swap(swap) => {
+                let secret = read(&swap.secret)?;
+                Ok((swap.format.render(&secret), vec![secret]))
+            }
+            Self::Basic(basic) => {
+                use base64::Engine as _;
+                let password = read(&basic.password)?;
+                let mut written = vec![];
+                let username = match &basic.username {
+                    Username::Literal(name) => name.clone(),
+                    Username::Secret(r) => {
+                        let name = read(r)?;
+                        let text = name.expose().to_string();
+                        written.push(name);
+                        text
+                    }
+                };
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
+                written.push(password);
+                written.push(Secret::new(token.clone()));
+                Ok((format!("Basic {token}"), written))
+            }
         }
     }
 
     /// The late part, on the final request.
     pub fn late(&self, _parts: &mut http::request::Parts) -> Result<(), SwapError> {
         match self {
-            Self::Swap(_) => Ok(()),
+            Self::Swap(_) | Self::Basic(_) => Ok(()),
         }
     }
+}
+
+/// The user:password text of a `Basic` authorization value, decoded, so that a placeholder inside it is found
+/// (and an exfiltration through it caught) like one in plain text.
+pub fn basic_decoded(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()
 }
 
 /// When a credential is written into a request.

@@ -11,7 +11,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 
 mod kinds;
 
-pub use kinds::{Format, Inject, Kind, Swap};
+use kinds::basic_decoded;
+pub use kinds::{Basic, Format, Inject, Kind, Swap, Username};
 
 use crate::route::Route;
 use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
@@ -116,7 +117,9 @@ impl Credentials {
             found.push((i, Place::Path));
         }
         for (name, value) in parts.headers.iter() {
-            if let Some(i) = self.find(value.as_bytes())? {
+            let decoded = basic_decoded(value.as_bytes());
+            let plain = self.find(value.as_bytes())?;
+            if let Some(i) = plain.or(decoded.as_deref().map(|d| self.find(d)).transpose()?.flatten()) {
                 found.push((i, Place::Header(name.clone())));
             }
         }
@@ -231,9 +234,10 @@ impl Credentials {
         let mut written = Vec::new();
         let mut values = Vec::new();
         for (name, i) in &plan.headers {
-            let secret = self.secret(*i, store)?;
-            values.push((name.clone(), *i, self.header_value(*i, &secret)?));
-            written.push((secret, self.specs[*i].placeholder.as_str()));
+            let (value, secrets) = self.header_value(*i, store)?;
+            values.push((name.clone(), *i, value));
+            let placeholder = self.specs[*i].placeholder.as_str();
+            written.extend(secrets.into_iter().map(|s| (s, placeholder)));
         }
         let uri = match &plan.query {
             Some(query) => Some(self.rebuild_uri(&parts.uri, query, store, &mut written)?),
@@ -266,7 +270,8 @@ impl Credentials {
     /// header are kept. Without any (an injected credential), `value` is added.
     fn replace_header(&self, headers: &mut HeaderMap, name: HeaderName, i: usize, value: HeaderValue) {
         let placeholder = self.specs[i].placeholder.as_bytes();
-        let carries = |v: &HeaderValue| v.as_bytes().windows(placeholder.len()).any(|w| w == placeholder);
+        let holds = |bytes: &[u8]| bytes.windows(placeholder.len()).any(|w| w == placeholder);
+        let carries = |v: &HeaderValue| holds(v.as_bytes()) || basic_decoded(v.as_bytes()).is_some_and(|d| holds(&d));
         let old: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
         if !old.iter().any(carries) {
             headers.append(name, value);
@@ -315,22 +320,23 @@ impl Credentials {
         Ok(pairs)
     }
 
-    fn secret(&self, i: usize, store: &dyn SecretStore) -> Result<Secret, SwapError> {
+    /// Credential `i`'s value as its kind renders it from the store, and every secret value it wrote.
+    fn rendered(&self, i: usize, store: &dyn SecretStore) -> Result<(String, Vec<Secret>), SwapError> {
         let spec = &self.specs[i];
-        let Kind::Swap(swap) = &spec.kind;
-        store.get(&swap.secret).map_err(|source| SwapError::Secret {
-            credential: spec.name.clone(),
-            source,
+        spec.kind.render(|secret| {
+            store.get(secret).map_err(|source| SwapError::Secret {
+                credential: spec.name.clone(),
+                source,
+            })
         })
     }
 
-    fn header_value(&self, i: usize, secret: &Secret) -> Result<HeaderValue, SwapError> {
-        let Kind::Swap(swap) = &self.specs[i].kind;
-        let rendered = swap.format.render(secret);
+    fn header_value(&self, i: usize, store: &dyn SecretStore) -> Result<(HeaderValue, Vec<Secret>), SwapError> {
+        let (rendered, secrets) = self.rendered(i, store)?;
         let mut value =
             HeaderValue::try_from(rendered).map_err(|_| SwapError::InvalidValue(self.specs[i].name.clone()))?;
         value.set_sensitive(true);
-        Ok(value)
+        Ok((value, secrets))
     }
 
     fn rebuild_uri<'a>(
@@ -346,13 +352,12 @@ impl Credentials {
             match value {
                 QueryValue::Raw(pair) => out.push_str(pair),
                 QueryValue::Credential(i) => {
-                    let secret = self.secret(*i, store)?;
-                    let Kind::Swap(swap) = &self.specs[*i].kind;
-                    let rendered = swap.format.render(&secret);
+                    let (rendered, secrets) = self.rendered(*i, store)?;
                     out.push_str(&utf8_percent_encode(key, QUERY_VALUE).to_string());
                     out.push('=');
                     out.push_str(&utf8_percent_encode(&rendered, QUERY_VALUE).to_string());
-                    written.push((secret, self.specs[*i].placeholder.as_str()));
+                    let placeholder = self.specs[*i].placeholder.as_str();
+                    written.extend(secrets.into_iter().map(|s| (s, placeholder)));
                 }
             }
         }
