@@ -529,6 +529,17 @@ pub struct RawCredential {
     pub env: Option<String>,
     /// HTTP Basic auth: `Authorization: Basic base64(username:password)` replaces the placeholder.
     pub basic: Option<RawBasic>,
+    /// Where the agent may put the placeholder: `header` and `query` (the configured ones, the default) and,
+    /// opted in, `path` (`/bot<token>/` APIs).
+    pub locations: Option<Vec<RawLocation>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLocation {
+    Header,
+    Query,
+    Path,
 }
 
 /// `basic: { username: "bot@example.com" | { secret | vault }, password: { secret | vault } }`.

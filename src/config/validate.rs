@@ -7,8 +7,8 @@ use std::path::Path;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    PolicyMode, RawAudit, RawBasic, RawConfig, RawCredential, RawOAuth2, RawPolicy, RawRateLimit, RawRoute,
-    RawTokenAuth, RawTraces, RawUsername, RawVault, RawVaultRef,
+    PolicyMode, RawAudit, RawBasic, RawConfig, RawCredential, RawLocation, RawOAuth2, RawPolicy, RawRateLimit,
+    RawRoute, RawTokenAuth, RawTraces, RawUsername, RawVault, RawVaultRef,
 };
 use super::{Config, Environment, FieldError, PolicyConfig, RouteLimits, TokenSource};
 use crate::credentials::{Basic, CredentialSpec, Format, Inject, Kind, Swap, Username};
@@ -722,6 +722,22 @@ fn credential(
             format!("`{env}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"),
         ));
     }
+    if let Some(locations) = &c.locations {
+        let listed = |l: RawLocation| locations.contains(&l);
+        for (location, name, set) in [
+            (RawLocation::Header, "header", header.is_some()),
+            (RawLocation::Query, "query", c.query.is_some()),
+        ] {
+            if listed(location) != set {
+                let message = if set {
+                    format!("`{name}` is set but `locations` does not list it")
+                } else {
+                    format!("`locations` lists {name} but no `{name}` is configured")
+                };
+                return Err(FieldError::new(field("locations"), message));
+            }
+        }
+    }
     if c.inject == Inject::Always && header.is_none() && c.query.is_none() {
         return Err(FieldError::new(
             field("inject"),
@@ -740,6 +756,7 @@ fn credential(
             secret,
             header,
             query: c.query.clone(),
+            path: c.locations.as_ref().is_some_and(|l| l.contains(&RawLocation::Path)),
             format,
             inject: c.inject,
         }),
@@ -764,6 +781,7 @@ fn basic_credential(
         ("header", c.header.is_some()),
         ("query", c.query.is_some()),
         ("format", c.format != "{secret}"),
+        ("locations", c.locations.is_some()),
     ];
     if let Some((name, _)) = beside.iter().find(|(_, set)| *set) {
         return Err(FieldError::new(

@@ -35,6 +35,8 @@ pub struct Swap {
     pub secret: SecretRef,
     pub header: Option<HeaderName>,
     pub query: Option<String>,
+    /// The placeholder may also stand in the path (percent-decoded to match, re-encoded when written).
+    pub path: bool,
     pub format: Format,
     pub inject: Inject,
 }
@@ -68,6 +70,14 @@ impl Kind {
         match self {
             Self::Swap(swap) => swap.query.as_deref(),
             Self::Basic(_) => None,
+        }
+    }
+
+    /// Whether the placeholder may stand in the path.
+    pub fn in_path(&self) -> bool {
+        match self {
+            Self::Swap(swap) => swap.path,
+            Self::Basic(_) => false,
         }
     }
 

@@ -19,6 +19,8 @@ use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
 
 /// Everything outside RFC 3986 unreserved characters is encoded in query values we write.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Everything but RFC 3986 unreserved characters is encoded in a rewritten path segment.
+const PATH_SEGMENT: &AsciiSet = QUERY_VALUE;
 
 /// One configured credential: its placeholder, the route it is bound to, and what kind of credential it is.
 #[derive(Debug, Clone)]
@@ -140,9 +142,11 @@ impl Credentials {
         }
         let mut used: Vec<usize> = Vec::new();
         let mut headers = Vec::new();
+        let mut path = None;
         for (i, place) in found {
             let spec = &self.specs[i];
             match place {
+                Place::Path if spec.kind.in_path() => path = Some(i),
                 Place::Header(name) if spec.kind.header() == Some(&name) => headers.push((name, i)),
                 Place::Query(key) if spec.kind.query() == Some(key.as_str()) => {}
                 place => {
@@ -187,6 +191,7 @@ impl Credentials {
         Ok(Plan {
             headers,
             query: rewrite_query.then_some(query),
+            path,
             used,
         })
     }
@@ -239,10 +244,14 @@ impl Credentials {
             let placeholder = self.specs[*i].placeholder.as_str();
             written.extend(secrets.into_iter().map(|s| (s, placeholder)));
         }
-        let uri = match &plan.query {
-            Some(query) => Some(self.rebuild_uri(&parts.uri, query, store, &mut written)?),
+        let mut uri = match plan.path {
+            Some(i) => Some(self.rebuild_path(&parts.uri, i, store, &mut written)?),
             None => None,
         };
+        if let Some(query) = &plan.query {
+            let base = uri.as_ref().unwrap_or(&parts.uri);
+            uri = Some(self.rebuild_uri(base, query, store, &mut written)?);
+        }
         for (name, i, value) in values {
             self.replace_header(&mut parts.headers, name, i, value);
         }
@@ -339,6 +348,41 @@ impl Credentials {
         Ok((value, secrets))
     }
 
+    /// The path with credential `i`'s placeholder (found percent-decoded) replaced by its value, each
+    /// segment percent-encoded again; the query is kept as it was.
+    fn rebuild_path<'a>(
+        &'a self,
+        uri: &Uri,
+        i: usize,
+        store: &dyn SecretStore,
+        written: &mut Vec<(Secret, &'a str)>,
+    ) -> Result<Uri, SwapError> {
+        let (rendered, secrets) = self.rendered(i, store)?;
+        let placeholder = self.specs[i].placeholder.as_str();
+        let segments: Vec<String> = uri
+            .path()
+            .split('/')
+            .map(|segment| {
+                let decoded = percent_decode_str(segment).decode_utf8_lossy();
+                if decoded.contains(placeholder) {
+                    utf8_percent_encode(&decoded.replace(placeholder, &rendered), PATH_SEGMENT).to_string()
+                } else {
+                    segment.to_string()
+                }
+            })
+            .collect();
+        written.extend(secrets.into_iter().map(|s| (s, placeholder)));
+        let mut text = segments.join("/");
+        if let Some(query) = uri.query() {
+            text.push('?');
+            text.push_str(query);
+        }
+        let pq = PathAndQuery::try_from(text).map_err(|_| SwapError::InvalidValue("path".into()))?;
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| SwapError::InvalidValue("path".into()))
+    }
+
     fn rebuild_uri<'a>(
         &'a self,
         uri: &Uri,
@@ -371,11 +415,20 @@ impl Credentials {
 impl CredentialSpec {
     /// Where this credential's placeholder may appear, for the refusal message.
     fn allowed(&self) -> String {
-        match (self.kind.header(), self.kind.query()) {
-            (Some(h), Some(q)) => format!("header `{h}` and query key `{q}`"),
-            (Some(h), None) => format!("header `{h}`"),
-            (None, Some(q)) => format!("query key `{q}`"),
-            (None, None) => "no location".into(),
+        let mut places = Vec::new();
+        if let Some(h) = self.kind.header() {
+            places.push(format!("header `{h}`"));
+        }
+        if let Some(q) = self.kind.query() {
+            places.push(format!("query key `{q}`"));
+        }
+        if self.kind.in_path() {
+            places.push("the path".into());
+        }
+        if places.is_empty() {
+            "no location".into()
+        } else {
+            places.join(" and ")
         }
     }
 }
@@ -412,6 +465,8 @@ pub struct Plan {
     headers: Vec<(HeaderName, usize)>,
     /// The whole rebuilt query, when any of it carries a credential.
     query: Option<Vec<(String, QueryValue)>>,
+    /// The credential whose placeholder stands in the path, when its `locations` allow it.
+    path: Option<usize>,
     used: Vec<usize>,
 }
 
@@ -455,6 +510,7 @@ mod tests {
                 secret: SecretRef::File(name.into()),
                 header: header.map(|h| HeaderName::try_from(h).unwrap()),
                 query: query.map(Into::into),
+                path: false,
                 format: Format::parse(format).unwrap(),
                 inject,
             }),

@@ -17,6 +17,7 @@ mod hostile;
 mod kubernetes;
 mod oauth2;
 mod observability;
+mod paths;
 mod policy;
 mod reliability;
 mod reload;
