@@ -107,7 +107,14 @@ impl Reloader {
         let text = match read {
             Ok(text) if text == current.text() => return Ok(Outcome::Unchanged),
             Ok(text) => text,
-            Err(e) => return Err(self.refused(None, e.to_string())),
+            Err(e) => {
+                // An unreadable file (deleted, a permission change) is reported once, not at every poll.
+                let message = e.to_string();
+                if self.last_error().as_deref() == Some(message.as_str()) {
+                    return Err(message);
+                }
+                return Err(self.refused(None, message));
+            }
         };
         if let Some((seen, message)) = &*self.refused.lock().unwrap_or_else(|e| e.into_inner()) {
             if *seen == text {

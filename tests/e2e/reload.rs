@@ -156,3 +156,32 @@ async fn a_removed_route_refuses_the_next_request_and_a_restart_only_section_is_
     assert_eq!(reply.status, 403, "{reply:?}");
     assert_eq!(reply.json()["error"], "no_route");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_config_file_is_reported_once_and_the_running_one_keeps_serving() {
+    let echo = Echo::https().await;
+    let proxy = Proxy::spawn(&route("Bearer {secret}")).await;
+    std::fs::remove_file(proxy.path("keyward.yaml")).unwrap();
+    let admin = proxy.admin;
+    crate::support::eventually("/readyz to report the unreadable file", Duration::from_secs(10), || {
+        crate::support::proxy::admin_get(admin, "/readyz")
+            .1
+            .contains("keyward.yaml")
+    })
+    .await;
+    // Two more polls (every 2 s) find the same error and do not count it again.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(
+        proxy.metric_sum("keyward_config_reloads_total", &[("result", "error")]),
+        1.0
+    );
+    assert_eq!(
+        authorization_seen(&proxy, &echo).await,
+        "Bearer sk-REALSECRET-openai-5a1f7c",
+        "the running configuration still serves"
+    );
+    rewrite(&proxy, &route("Token {secret}"));
+    proxy
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+}
