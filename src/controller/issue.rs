@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateSigningRequestParams, Issuer, KeyPair};
 
 /// Who the certificate is for, from the token review.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,21 +31,8 @@ pub fn intermediate(
     root: &Issuer<'_, KeyPair>,
 ) -> Result<(String, time::OffsetDateTime), IssueError> {
     let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| IssueError::BadCsr(e.to_string()))?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Keyward");
     let who = identity.pod.as_deref().unwrap_or(&identity.service_account);
-    dn.push(
-        DnType::CommonName,
-        format!("Keyward sidecar {}/{who}", identity.namespace),
-    );
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let mut params = crate::tls::ca::leaf_signer(format!("Keyward sidecar {}/{who}", identity.namespace));
     params.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
@@ -66,6 +50,7 @@ pub fn intermediate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose};
 
     fn root() -> Issuer<'static, KeyPair> {
         let key = KeyPair::generate().unwrap();

@@ -38,17 +38,7 @@ impl Ca {
     /// Writes a new ECDSA P-256 CA: certificate world-readable (agents must trust it), key mode 0600.
     pub fn create(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
         let key = KeyPair::generate().map_err(|e| TlsError::Mint(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Keyward");
-        dn.push(DnType::CommonName, format!("Keyward interception CA {}", short_id()));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = leaf_signer(format!("Keyward interception CA {}", short_id()));
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
@@ -75,6 +65,23 @@ impl Ca {
         };
         Ok((Self::load(cert_path, key_path)?, created))
     }
+}
+
+/// A CA that signs leaves and no other CA (path length 0), named `common_name` in organization Keyward: the
+/// interception CA, and each sidecar's intermediate that the controller signs.
+pub fn leaf_signer(common_name: String) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Keyward");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
 }
 
 /// The CA key in any of the PEM forms CA tooling writes: PKCS#8, PKCS#1 RSA (openssl's traditional format
