@@ -1,6 +1,7 @@
 //! Configuration: the YAML contract (`raw`), its validation into runtime types (`validate`), and errors that
 //! name the file, line and field.
 
+mod credential;
 mod locate;
 pub mod raw;
 mod validate;

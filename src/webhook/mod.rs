@@ -2,7 +2,9 @@
 //! Keyward sidecar into annotated pods. It serves HTTPS only, answers malformed or oversized reviews with an
 //! error instead of failing, and never touches a pod that did not ask for injection.
 
+pub mod annotations;
 pub mod mutate;
+pub mod settings;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -149,7 +151,7 @@ fn review(settings: &Settings, body: &[u8]) -> Response<Full<Bytes>> {
         );
     };
     let mut response = json!({ "uid": uid, "allowed": true });
-    if let Err(message) = mutate::check_annotations(pod) {
+    if let Err(message) = annotations::check_annotations(pod) {
         tracing::info!(%message, "pod refused: a bad keyward.dev annotation");
         response["allowed"] = json!(false);
         response["status"] = json!({ "code": 400, "reason": "BadRequest", "message": message });

@@ -14,7 +14,7 @@
    - each proxy-configuration ConfigMap is labelled, parses as YAML, has `secrets:` (Vault with the sidecar's
      own token) and, with a policy, `policy.dir: policies` and its Rego files; its keys are fields of
      src/config/raw.rs's RawConfig (read from the source);
-   - the injector settings name no Secret or ConfigMap, use only fields of src/webhook/mutate.rs's Settings,
+   - the injector settings name no Secret or ConfigMap, use only fields of src/webhook/settings.rs's Settings,
      and carry the same CA as the webhook's caBundle and the serving certificate's Secret;
    - the root CA Secret has tls.crt/tls.key, a CA certificate that may sign intermediates;
    - an upgrade keeps the root CA, the serving certificate and the API token (lookup); a chart-0.1 CA Secret
@@ -263,7 +263,7 @@ def check_default_install():
         check(hook["clientConfig"]["service"] == {"name": CONTROLLER, "namespace": NAMESPACE, "path": "/mutate", "port": 443},
               "the webhook calls the controller's Service on /mutate", hook["clientConfig"]["service"])
         settings = yaml.safe_load(r.get("ConfigMap", f"{CONTROLLER}-injector")["data"]["settings.yaml"])
-        check_keys(settings, "src/webhook/mutate.rs", "Settings", "injector settings")
+        check_keys(settings, "src/webhook/settings.rs", "Settings", "injector settings")
         check(settings["controller_url"] == f"https://{CONTROLLER}.{NAMESPACE}.svc:443", "controller_url",
               settings["controller_url"])
         ca_bundle = base64.b64decode(hook["clientConfig"]["caBundle"]).decode()
