@@ -129,6 +129,9 @@ pub enum Command {
         #[arg(long, short, env = "KEYWARD_CONFIG")]
         config: PathBuf,
     },
+    /// Print the JSON Schema (draft-07) of the configuration file, generated from the types `check` parses
+    /// (for editors' YAML validation; the chart's values.schema.json embeds its route part).
+    Schema,
     /// Call the running proxy's admin API (kill switch, reload) with its admin token: the configured one, or
     /// the one `keyward run` generated next to the CA certificate.
     Admin {

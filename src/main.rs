@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             println!("keyward {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Schema => {
+            println!("{:#}", keyward::config::config_schema());
+            ExitCode::SUCCESS
+        }
         Command::Check { config } => match app::check(&config) {
             Ok(c) => {
                 println!(

@@ -31,10 +31,41 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
 type PooledClient = Client<TimedConnector, Body>;
 
+/// Which addresses a destination may resolve to: the destination guard's setting for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reach {
+    /// Public addresses only: the default for every route.
+    Public,
+    /// Any address, private, loopback and link-local included (a route's `allow_private: true`).
+    Any,
+    /// Private-network addresses only (RFC 1918, 100.64/10, IPv6 ULA): in-cluster services reached by
+    /// `unmatched: tunnel_private`. Never public addresses, and never loopback or link-local (cloud metadata).
+    Internal,
+}
+
+impl Reach {
+    /// `Any` when a route sets `allow_private`, else `Public`.
+    pub fn allowing_private(allow_private: bool) -> Self {
+        if allow_private {
+            Self::Any
+        } else {
+            Self::Public
+        }
+    }
+
+    pub fn admits(self, ip: IpAddr) -> bool {
+        match self {
+            Self::Public => is_public(ip),
+            Self::Any => true,
+            Self::Internal => is_internal(ip),
+        }
+    }
+}
+
 /// How connections for one route are made: which addresses are allowed and how long each phase may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectOptions {
-    pub allow_private: bool,
+    pub reach: Reach,
     pub connect: Duration,
     /// TLS handshake, after TCP is up; `None` for no limit of its own.
     pub tls: Option<Duration>,
@@ -63,6 +94,10 @@ impl Phase {
 pub enum UpstreamError {
     #[error("{host} resolves only to loopback, private or link-local addresses; the route does not allow_private")]
     Forbidden { host: String },
+    #[error(
+        "{host} resolves to an address outside the private networks; unmatched: tunnel_private reaches only those"
+    )]
+    NotInternal { host: String },
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("cannot connect to {host}: {reason}")]
@@ -106,7 +141,7 @@ impl Upstream {
             default_connect: settings.connect_timeout,
             resolver: GuardedResolver {
                 overrides: Arc::new(settings.resolve),
-                allow_private: false,
+                reach: Reach::Public,
             },
             clients: std::sync::RwLock::new(HashMap::new()),
             own: Default::default(),
@@ -127,7 +162,7 @@ impl Upstream {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let ips = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
-            Err(_) => self.resolver.resolve(bare, true).await.unwrap_or_default(),
+            Err(_) => self.resolver.resolve(bare, Reach::Any).await.unwrap_or_default(),
         };
         let local = |ip: &IpAddr| {
             ip.is_loopback()
@@ -147,9 +182,9 @@ impl Upstream {
     }
 
     /// Options for traffic that sets no timeouts of its own.
-    pub fn defaults(&self, allow_private: bool) -> ConnectOptions {
+    pub fn defaults(&self, reach: Reach) -> ConnectOptions {
         ConnectOptions {
-            allow_private,
+            reach,
             connect: self.default_connect,
             tls: None,
         }
@@ -161,7 +196,7 @@ impl Upstream {
         }
         let resolver = GuardedResolver {
             overrides: self.resolver.overrides.clone(),
-            allow_private: opts.allow_private,
+            reach: opts.reach,
         };
         let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
@@ -197,24 +232,28 @@ impl Upstream {
         opts: ConnectOptions,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         let host = req.uri().host().unwrap_or_default().to_string();
-        check_literal(&host, opts.allow_private)?;
+        check_literal(&host, opts.reach)?;
         let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = req.uri().port_u16().unwrap_or(if https { 443 } else { 80 });
         self.check_own(&host, port).await?;
-        self.client(opts).request(req).await.map_err(|e| classify(&host, &e))
+        self.client(opts)
+            .request(req)
+            .await
+            .map_err(|e| classify(&host, opts.reach, &e))
     }
 
-    /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard.
-    pub async fn connect(&self, host: &str, port: u16, allow_private: bool) -> Result<TcpStream, UpstreamError> {
-        check_literal(host, allow_private)?;
+    /// A raw TCP connection for tunnelled (not intercepted) traffic, under the same destination guard: the
+    /// addresses checked are the addresses dialled.
+    pub async fn connect(&self, host: &str, port: u16, reach: Reach) -> Result<TcpStream, UpstreamError> {
+        check_literal(host, reach)?;
         self.check_own(host, port).await?;
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => self
                 .resolver
-                .resolve(host, allow_private)
+                .resolve(host, reach)
                 .await
-                .map_err(|e| resolve_error(host, e))?,
+                .map_err(|e| resolve_error(host, reach, e))?,
         };
         let mut last = String::from("no address");
         for ip in addrs {
@@ -304,6 +343,21 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether `ip` is on a private network (RFC 1918, the 100.64/10 shared space, IPv6 unique-local): where
+/// cluster pod and service addresses live. Loopback and link-local (cloud metadata) are not.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => (v6.segments()[0] & 0xfe00) == 0xfc00,
+        },
+    }
+}
+
 /// The IPv4 address inside an IPv6 one that carries it: mapped (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`),
 /// translated (`::ffff:0:a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`). Each is classified as its IPv4 address:
 /// `[::127.0.0.1]` must not pass as public.
@@ -329,11 +383,19 @@ fn embedded_ipv4_of(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
     }
 }
 
-fn check_literal(host: &str, allow_private: bool) -> Result<(), UpstreamError> {
+fn check_literal(host: &str, reach: Reach) -> Result<(), UpstreamError> {
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
     match literal {
-        Ok(ip) if !allow_private && !is_public(ip) => Err(UpstreamError::Forbidden { host: host.to_string() }),
+        Ok(ip) if !reach.admits(ip) => Err(refused(host, reach)),
         _ => Ok(()),
+    }
+}
+
+fn refused(host: &str, reach: Reach) -> UpstreamError {
+    let host = host.to_string();
+    match reach {
+        Reach::Internal => UpstreamError::NotInternal { host },
+        Reach::Public | Reach::Any => UpstreamError::Forbidden { host },
     }
 }
 
@@ -380,16 +442,21 @@ struct ForbiddenDestination;
 #[derive(Clone)]
 struct GuardedResolver {
     overrides: Arc<HashMap<String, Vec<IpAddr>>>,
-    allow_private: bool,
+    reach: Reach,
 }
 
 impl GuardedResolver {
-    async fn resolve(&self, host: &str, allow_private: bool) -> Result<Vec<IpAddr>, BoxError> {
+    /// The addresses of `host` that `reach` admits; none is an error. `Internal` admits a name only if every
+    /// address is internal, so a name that also resolves publicly is never tunnelled.
+    async fn resolve(&self, host: &str, reach: Reach) -> Result<Vec<IpAddr>, BoxError> {
         let found: Vec<IpAddr> = match self.overrides.get(host) {
             Some(ips) => ips.clone(),
             None => tokio::net::lookup_host((host, 0)).await?.map(|a| a.ip()).collect(),
         };
-        let allowed: Vec<IpAddr> = found.into_iter().filter(|ip| allow_private || is_public(*ip)).collect();
+        if reach == Reach::Internal && !found.iter().all(|ip| is_internal(*ip)) {
+            return Err(Box::new(ForbiddenDestination));
+        }
+        let allowed: Vec<IpAddr> = found.into_iter().filter(|ip| reach.admits(*ip)).collect();
         if allowed.is_empty() {
             return Err(Box::new(ForbiddenDestination));
         }
@@ -409,7 +476,7 @@ impl tower_service::Service<Name> for GuardedResolver {
     fn call(&mut self, name: Name) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let ips = this.resolve(name.as_str(), this.allow_private).await?;
+            let ips = this.resolve(name.as_str(), this.reach).await?;
             Ok(ips
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, 0))
@@ -419,9 +486,9 @@ impl tower_service::Service<Name> for GuardedResolver {
     }
 }
 
-fn resolve_error(host: &str, e: BoxError) -> UpstreamError {
+fn resolve_error(host: &str, reach: Reach, e: BoxError) -> UpstreamError {
     if e.is::<ForbiddenDestination>() {
-        UpstreamError::Forbidden { host: host.to_string() }
+        refused(host, reach)
     } else {
         UpstreamError::Resolve {
             host: host.to_string(),
@@ -430,12 +497,12 @@ fn resolve_error(host: &str, e: BoxError) -> UpstreamError {
     }
 }
 
-fn classify(host: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(host: &str, reach: Reach, error: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut reasons = Vec::new();
     while let Some(e) = source {
         if e.is::<ForbiddenDestination>() {
-            return UpstreamError::Forbidden { host: host.to_string() };
+            return refused(host, reach);
         }
         if e.is::<TlsTimeout>() {
             return UpstreamError::Timeout {
@@ -500,11 +567,67 @@ mod tests {
         }
     }
 
+    /// `unmatched: tunnel_private` reaches cluster networks only: never loopback, link-local (metadata),
+    /// public addresses, or a private address hidden in an IPv6 form that is not a private network.
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "10.96.0.1",
+            "172.20.3.4",
+            "192.168.1.1",
+            "100.64.0.10",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+            assert!(Reach::Internal.admits(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "8.8.8.8",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "2606:4700::1111",
+        ] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_reach_refuses_a_name_with_any_address_outside_private_networks() {
+        let resolver = GuardedResolver {
+            overrides: Arc::new(HashMap::from([
+                ("redis.test".to_string(), vec!["10.0.0.7".parse().unwrap()]),
+                (
+                    "mixed.test".to_string(),
+                    vec!["10.0.0.7".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+                ),
+                ("metadata.test".to_string(), vec!["169.254.169.254".parse().unwrap()]),
+            ])),
+            reach: Reach::Internal,
+        };
+        assert_eq!(
+            resolver.resolve("redis.test", Reach::Internal).await.unwrap(),
+            vec!["10.0.0.7".parse::<IpAddr>().unwrap()]
+        );
+        for name in ["mixed.test", "metadata.test"] {
+            let e = resolver.resolve(name, Reach::Internal).await.unwrap_err();
+            assert!(matches!(
+                resolve_error(name, Reach::Internal, e),
+                UpstreamError::NotInternal { .. }
+            ));
+        }
+    }
+
     #[test]
     fn literal_guard() {
-        assert!(check_literal("169.254.169.254", false).is_err());
-        assert!(check_literal("[::1]", false).is_err());
-        assert!(check_literal("127.0.0.1", true).is_ok());
-        assert!(check_literal("example.com", false).is_ok());
+        assert!(check_literal("169.254.169.254", Reach::Public).is_err());
+        assert!(check_literal("[::1]", Reach::Public).is_err());
+        assert!(check_literal("127.0.0.1", Reach::Any).is_ok());
+        assert!(check_literal("example.com", Reach::Public).is_ok());
     }
 }

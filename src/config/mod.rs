@@ -4,6 +4,7 @@
 mod credential;
 mod locate;
 pub mod raw;
+mod schema;
 mod validate;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::secrets::SecretRef;
 
 pub use crate::proxy::runtime::RouteLimits;
 pub use crate::proxy::Unmatched;
+pub use schema::config_schema;
 
 /// A validated configuration; building one is the only way bad input is turned away.
 #[derive(Debug)]

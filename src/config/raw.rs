@@ -8,12 +8,15 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
+
+use super::schema::HumanDuration;
 use serde::Deserialize;
 
 use crate::credentials::Inject;
 use crate::proxy::Unmatched;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default = "default_listen")]
@@ -33,6 +36,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// On SIGTERM, in-flight requests get this long to finish.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub shutdown_grace: Duration,
     pub secrets: RawSecrets,
     pub policy: Option<RawPolicy>,
@@ -51,7 +55,7 @@ pub struct RawConfig {
 }
 
 /// What Keyward reports about each request besides `/metrics`: OTLP traces and the audit log.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     /// Present (or `OTEL_EXPORTER_OTLP_ENDPOINT` set) turns tracing on.
@@ -60,7 +64,7 @@ pub struct RawTelemetry {
     pub audit: RawAudit,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTraces {
     /// Collector URL; unset falls back to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -77,8 +81,10 @@ pub struct RawTraces {
     #[serde(default = "default_trace_batch")]
     pub max_batch: usize,
     #[serde(default = "default_trace_flush", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub flush_interval: Duration,
     #[serde(default = "default_trace_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub export_timeout: Duration,
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -127,7 +133,7 @@ fn default_service_name() -> String {
     "keyward".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// `stdout`, `off`, or a file path (appended to, created if missing).
@@ -163,7 +169,7 @@ fn default_admin() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     pub id: Option<String>,
@@ -188,7 +194,7 @@ fn default_user_header() -> String {
     "x-keyward-user".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub dir: PathBuf,
@@ -203,6 +209,7 @@ pub struct RawPolicy {
     #[serde(default = "default_timezone")]
     pub timezone: String,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub poll_interval: Duration,
 }
 
@@ -218,7 +225,7 @@ fn default_timezone() -> String {
     "UTC".into()
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyMode {
     #[default]
@@ -226,28 +233,31 @@ pub enum PolicyMode {
     Shadow,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCa {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
     #[serde(default)]
     pub extra_roots: Vec<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub connect_timeout: Duration,
     #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub pool_idle_timeout: Duration,
     #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub agent_tls_handshake_timeout: Duration,
 }
 
@@ -266,12 +276,13 @@ fn default_shutdown_grace() -> Duration {
 }
 
 /// Protection of the listeners against slow, huge or numerous clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub header_read_timeout: Duration,
     /// Bytes of request line and headers (HTTP/1.1 buffer, HTTP/2 header list).
     #[serde(default = "default_max_header_bytes")]
@@ -282,6 +293,7 @@ pub struct RawLimits {
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
     #[serde(default = "default_idle_connection_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub idle_connection_timeout: Duration,
 }
 
@@ -334,16 +346,17 @@ fn default_tls_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecrets {
     pub file: Option<PathBuf>,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub poll_interval: Duration,
     pub vault: Option<RawVault>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVault {
     pub address: String,
@@ -351,12 +364,16 @@ pub struct RawVault {
     pub ca_file: Option<PathBuf>,
     pub auth: RawVaultAuth,
     #[serde(default = "default_vault_refresh", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub refresh_interval: Duration,
     #[serde(default = "default_vault_jitter", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub refresh_jitter: Duration,
     #[serde(default = "default_max_stale", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub max_stale: Duration,
     #[serde(default = "default_vault_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub request_timeout: Duration,
 }
 
@@ -378,7 +395,7 @@ fn default_vault_timeout() -> Duration {
 
 /// `auth: { token: {...} }`, `auth: { approle: {...} }` or `auth: { kubernetes: {...} }`: exactly one.
 /// (A struct of options rather than an enum: serde_yaml maps enums to YAML tags, not to one-key maps.)
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVaultAuth {
     pub token: Option<RawTokenAuth>,
@@ -386,14 +403,14 @@ pub struct RawVaultAuth {
     pub kubernetes: Option<RawKubernetesAuth>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenAuth {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAppRoleAuth {
     #[serde(default = "default_approle_mount")]
@@ -402,7 +419,7 @@ pub struct RawAppRoleAuth {
     pub secret_id_file: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKubernetesAuth {
     #[serde(default = "default_kubernetes_mount")]
@@ -425,7 +442,7 @@ fn default_jwt_path() -> PathBuf {
 }
 
 /// `vault: { mount, path, key, version, kv }` on a credential.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVaultRef {
     #[serde(default = "default_kv_mount")]
@@ -438,14 +455,14 @@ pub struct RawVaultRef {
 }
 
 /// A secret that is either a file name or a Vault key: `{ secret: name }` or `{ vault: {...} }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecretSource {
     pub secret: Option<String>,
     pub vault: Option<RawVaultRef>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth2 {
     pub token_url: String,
@@ -461,6 +478,7 @@ pub struct RawOAuth2 {
     #[serde(default = "default_client_auth")]
     pub client_auth: String,
     #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub refresh_before: Duration,
     #[serde(default)]
     pub allow_private: bool,
@@ -486,7 +504,7 @@ fn default_poll_interval() -> Duration {
     Duration::from_secs(2)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: String,
@@ -510,7 +528,7 @@ pub struct RawRoute {
     pub credentials: Vec<RawCredential>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
     pub name: Option<String>,
@@ -534,7 +552,7 @@ pub struct RawCredential {
     pub locations: Option<Vec<RawLocation>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawLocation {
     Header,
@@ -543,7 +561,7 @@ pub enum RawLocation {
 }
 
 /// `basic: { username: "bot@example.com" | { secret | vault }, password: { secret | vault } }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
     pub username: RawUsername,
@@ -551,7 +569,7 @@ pub struct RawBasic {
 }
 
 /// A username written in the config, or read like a secret.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawUsername {
     Literal(String),
@@ -563,7 +581,7 @@ fn default_format() -> String {
 }
 
 /// `{ per_minute: 600, burst: 60 }`: exactly one of per_second / per_minute / per_hour.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     pub per_second: Option<u32>,
@@ -583,11 +601,12 @@ fn default_max_keys() -> usize {
 }
 
 /// At most `max_in_flight` requests of the route at once; others wait up to `queue_timeout`, then get 503.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConcurrency {
     pub max_in_flight: u32,
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub queue_timeout: Duration,
 }
 
@@ -596,37 +615,45 @@ fn default_queue_timeout() -> Duration {
 }
 
 /// Per-route upstream time limits; unset ones do not apply (connect falls back to `upstream.connect_timeout`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<HumanDuration>")]
     pub connect: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<HumanDuration>")]
     pub tls: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<HumanDuration>")]
     pub response_headers: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<HumanDuration>")]
     pub idle: Option<Duration>,
 }
 
 /// Retries of transient upstream failures.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     /// Attempts in all, the first included.
     pub attempts: u32,
     #[serde(default = "default_base_delay", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub base_delay: Duration,
     #[serde(default = "default_max_delay", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub max_delay: Duration,
     /// No new attempt starts after this much time since the first.
     #[serde(default = "default_retry_deadline", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub deadline: Duration,
     /// Largest request body kept in memory to be replayed.
     #[serde(default = "default_max_replay")]
     pub max_body: u64,
     /// An upstream 429 is retried only when its Retry-After is at most this.
     #[serde(default = "default_max_retry_after", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub max_retry_after: Duration,
 }
 

@@ -142,7 +142,7 @@ pub fn basic_decoded(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// When a credential is written into a request.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Inject {
     /// Only where the agent sent the placeholder.

@@ -15,12 +15,11 @@ use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::idle::{Counted, Idle};
-use super::Unmatched;
 use super::{pipeline, Live, ProxyState, Scheme, Target};
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
 use crate::telemetry::metrics::ConnectionGuard;
-use crate::upstream::Body;
+use crate::upstream::{Body, UpstreamError};
 
 /// What an agent connection holds for as long as it lives, tunnels it opened included: its place under
 /// `limits.max_connections` and its count in `keyward_open_connections`.
@@ -73,29 +72,32 @@ async fn connect(live: Arc<Live>, state: Arc<ProxyState>, req: Request<Incoming>
             "CONNECT needs a host:port target whose host is a DNS name (at most 253 bytes) or an IP literal",
         ));
     };
-    let intercept = state.unmatched == Unmatched::Deny || state.routes.knows_host(&target.host, target.port, true);
-    if intercept {
-        tokio::spawn(async move {
-            let _held = held;
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept_tunnel(live, state, target, TokioIo::new(upgraded)).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+    // An unmatched destination is tunnelled when `unmatched` lets it be reached; `tunnel_private` decides by
+    // the addresses it resolves to, and the stream dialled is the one checked.
+    let tunnelled = match state.unmatched.reach(state.unmatched_allow_private) {
+        Some(reach) if !state.routes.knows_host(&target.host, target.port, true) => {
+            match state.upstream.connect(&target.host, target.port, reach).await {
+                Ok(stream) => Some(stream),
+                Err(UpstreamError::NotInternal { .. }) => None,
+                Err(e) => return refuse(e.into()),
             }
-        });
-    } else {
-        let upstream = match state
-            .upstream
-            .connect(&target.host, target.port, state.unmatched_allow_private)
-            .await
-        {
-            Ok(stream) => stream,
-            Err(e) => return refuse(e.into()),
-        };
+        }
+        _ => None,
+    };
+    if let Some(upstream) = tunnelled {
         tracing::info!(host = %target.host, port = target.port, "tunnelling unmatched host without interception");
         tokio::spawn(async move {
             let _held = held;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => splice(TokioIo::new(upgraded), upstream).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            let _held = held;
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => intercept_tunnel(live, state, target, TokioIo::new(upgraded)).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });

@@ -71,6 +71,7 @@ impl ProxyError {
             },
             Self::Upstream(e) => match e {
                 UpstreamError::Forbidden { .. } => (S::FORBIDDEN, "private_destination"),
+                UpstreamError::NotInternal { .. } => (S::FORBIDDEN, "no_route"),
                 UpstreamError::Resolve { .. } => (S::BAD_GATEWAY, "upstream_unresolvable"),
                 UpstreamError::Connect { .. } => (S::BAD_GATEWAY, "upstream_connect_failed"),
                 UpstreamError::Request { .. } => (S::BAD_GATEWAY, "upstream_failed"),

@@ -71,7 +71,7 @@ impl Live {
 }
 
 /// What happens to CONNECT targets and absolute-form hosts that no route names.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
     /// Intercept, then answer every request with 403 `no_route` (placeholders seen there are exfiltration).
@@ -79,6 +79,21 @@ pub enum Unmatched {
     Deny,
     /// Splice bytes to the destination without interception or credentials.
     Tunnel,
+    /// Tunnel only destinations whose every address is on a private network (in-cluster services: RFC 1918,
+    /// 100.64/10, IPv6 ULA); intercept and deny the rest, as `deny` does. Loopback and link-local (cloud
+    /// metadata) are never reached this way.
+    TunnelPrivate,
+}
+
+impl Unmatched {
+    /// Which addresses an unmatched destination may be forwarded to; `None` when it is refused.
+    pub fn reach(self, allow_private: bool) -> Option<crate::upstream::Reach> {
+        match self {
+            Self::Deny => None,
+            Self::Tunnel => Some(crate::upstream::Reach::allowing_private(allow_private)),
+            Self::TunnelPrivate => Some(crate::upstream::Reach::Internal),
+        }
+    }
 }
 
 /// Protection of the listeners against slow, huge or numerous clients (`limits:`, validated).

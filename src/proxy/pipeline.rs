@@ -39,7 +39,6 @@ use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::runtime::RouteLimits;
 use super::runtime::RouteRuntime;
 use super::upload::{AgentBody, Tail};
-use super::Unmatched;
 use super::{ProxyState, Scheme, Target};
 use crate::credentials::Plan;
 use crate::policy::{input, Mode};
@@ -48,7 +47,7 @@ use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
 use crate::scrub::Scrubber;
 use crate::secrets::{Secret, SecretRef};
 use crate::upstream::Body;
-use crate::upstream::{ConnectOptions, Phase, UpstreamError};
+use crate::upstream::{ConnectOptions, Phase, Reach, UpstreamError};
 use bytes::Bytes;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
@@ -89,7 +88,7 @@ async fn forward(
     admit(state, target, &parts, canary)?;
     let (route, user) = route(state, target, &mut parts, ctx)?;
     let route = route.as_deref();
-    let (plan, allow_private) = plan_credentials(state, target, route, &parts, ctx)?;
+    let (plan, reach) = plan_credentials(state, target, route, &parts, ctx)?;
     let permit = admission(state, route, user.as_deref(), ctx).await?;
     let limits = route.map_or(&UNROUTED, |r| &r.limits);
     let retry = limits
@@ -118,8 +117,8 @@ async fn forward(
         target,
         refs: &refs,
         opts: ConnectOptions {
-            allow_private,
-            connect: limits.connect.unwrap_or(state.upstream.defaults(allow_private).connect),
+            reach,
+            connect: limits.connect.unwrap_or(state.upstream.defaults(reach).connect),
             tls: limits.tls,
         },
         limits,
@@ -180,14 +179,14 @@ fn plan_credentials(
     route: Option<&RouteRuntime>,
     parts: &http::request::Parts,
     ctx: &mut RequestCtx,
-) -> Result<(Plan, bool), ProxyError> {
+) -> Result<(Plan, Reach), ProxyError> {
     let plain_http = target.scheme == Scheme::Http;
     let plan = state.credentials.plan(route.map(|r| &r.route), plain_http, parts)?;
     ctx.set_credentials(state.credentials.names(&plan));
-    let allow_private = match route {
-        Some(route) => route.route.allow_private,
-        None if state.unmatched == Unmatched::Tunnel => state.unmatched_allow_private,
-        None => {
+    let reach = match (route, state.unmatched.reach(state.unmatched_allow_private)) {
+        (Some(route), _) => Reach::allowing_private(route.route.allow_private),
+        (None, Some(reach)) => reach,
+        (None, None) => {
             return Err(ProxyError::NoRoute {
                 host: target.authority(),
                 method: parts.method.to_string(),
@@ -195,7 +194,7 @@ fn plan_credentials(
             })
         }
     };
-    Ok((plan, allow_private))
+    Ok((plan, reach))
 }
 
 /// Phase 4: rate limits, then the in-flight cap, whose permit is held until the response body is done.

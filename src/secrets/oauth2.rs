@@ -317,7 +317,11 @@ impl OAuth2Store {
             .map_err(|_| RefreshError::InvalidRequest)?;
         let response = self
             .upstream
-            .send(request, self.upstream.defaults(spec.allow_private))
+            .send(
+                request,
+                self.upstream
+                    .defaults(crate::upstream::Reach::allowing_private(spec.allow_private)),
+            )
             .await
             .map_err(|e| RefreshError::Connect(e.to_string()))?;
         let status = response.status();

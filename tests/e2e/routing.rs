@@ -1,6 +1,8 @@
 //! Destination integrity: placeholders only go where they are bound, the route comes from the CONNECT target,
 //! unmatched hosts are denied or tunnelled, and private addresses need an explicit opt-in.
 
+use std::time::Duration;
+
 use crate::routes;
 use crate::support::clients::{curl, curl_with_ca};
 use crate::support::echo::Echo;
@@ -173,5 +175,73 @@ async fn absolute_form_http_requests_and_plaintext_credentials() {
     assert_eq!(
         got[1].header("authorization").unwrap(),
         format!("Bearer {}", crate::support::secret("openai_key"))
+    );
+}
+
+/// `unmatched: tunnel_private`: an unmatched name whose addresses are all on private networks is tunnelled
+/// (never intercepted: a 502 when the dial fails, a spliced tunnel where something answers); a public name, loopback and cloud metadata are intercepted and refused
+/// with `no_route` as under `deny`, and a placeholder sent there is counted as exfiltration. Plain-HTTP
+/// absolute-form requests follow the same rule. (Bytes flowing through such a tunnel are covered in the
+/// network-namespace capture test, which can give an interface a private address.)
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnel_private_reaches_private_networks_only() {
+    let extra = r#"
+unmatched: tunnel_private
+upstream: { connect_timeout: 1s }
+resolve:
+  redis.agents.svc.test: [10.255.255.1]
+  public.keyward.test: [93.184.216.34]
+  metadata.keyward.test: [169.254.169.254]
+  loop.keyward.test: [127.0.0.1]
+  mixed.keyward.test: [10.255.255.1, 93.184.216.34]
+routes:
+  - name: github
+    hosts: ["api.keyward.test:*"]
+    credentials:
+      - placeholder: kw-placeholder-github
+        secret: github_token
+        header: Authorization
+        format: "token {secret}"
+"#;
+    let proxy = Proxy::spawn(extra).await;
+    // Where the machine routes 10.0.0.0/8 somewhere (a sandbox's egress gateway), the tunnel opens; where it
+    // does not, the dial fails with 502. Either way it is not intercepted.
+    let reply = curl(&proxy, &["https://redis.agents.svc.test:6379/"]).await;
+    match reply.connect_status {
+        502 => {}
+        200 => {
+            proxy
+                .wait_for_log("tunnelling unmatched host without interception", Duration::from_secs(5))
+                .await;
+        }
+        _ => panic!("a private destination is tunnelled: {reply:?}"),
+    }
+    for host in [
+        "public.keyward.test",
+        "metadata.keyward.test",
+        "loop.keyward.test",
+        "mixed.keyward.test",
+    ] {
+        let reply = curl(
+            &proxy,
+            &[
+                "-H",
+                "Authorization: Bearer kw-placeholder-github",
+                &format!("https://{host}/"),
+            ],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{host}: {reply:?}");
+        assert_eq!(reply.json()["error"], "placeholder_not_bound", "{host}");
+        let reply = curl(&proxy, &[&format!("https://{host}/")]).await;
+        assert_eq!(reply.json()["error"], "no_route", "{host}: {reply:?}");
+        let reply = curl(&proxy, &[&format!("http://{host}/")]).await;
+        assert_eq!(reply.status, 403, "{host} over plain HTTP: {reply:?}");
+        assert_eq!(reply.json()["error"], "no_route", "{host} over plain HTTP");
+    }
+    let reply = curl(&proxy, &["http://redis.agents.svc.test:6379/"]).await;
+    assert_ne!(
+        reply.status, 403,
+        "plain HTTP to a private name is forwarded: {reply:?}"
     );
 }

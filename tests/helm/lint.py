@@ -12,8 +12,8 @@
      get/list/watch/create/update/patch and secrets get/list/watch in the release namespace;
    - the controller Deployment's args, Service, PDB, anti-affinity and security context;
    - each proxy-configuration ConfigMap is labelled, parses as YAML, has `secrets:` (Vault with the sidecar's
-     own token) and, with a policy, `policy.dir: policies` and its Rego files; its keys are fields of
-     src/config/raw.rs's RawConfig (read from the source);
+     own token) and, with a policy, `policy.dir: policies` and its Rego files; it validates against the JSON
+     Schema the binary generates from its config types (`keyward schema`);
    - the injector settings name no Secret or ConfigMap, use only fields of src/webhook/settings.rs's Settings,
      and carry the same CA as the webhook's caBundle and the serving certificate's Secret;
    - the root CA Secret has tls.crt/tls.key, a CA certificate that may sign intermediates;
@@ -25,7 +25,8 @@
      namespace and the controller's own pods are excluded by the selectors (evaluated on sample labels);
    - platform settings on the controller (pull secrets, repository@digest also for sidecars, scheduling,
      pod metadata), proxy.vault.caFile as ca_file, and every route key rendered as given (compared with the
-     values); values.schema.json's route schema has exactly the fields of the Rust route types;
+     values); values.schema.json's route part is generated from the Rust config types (scripts/chart-schema
+     --check), and every rendered and example keyward.yaml validates against `keyward schema`;
    - the PodMonitor (sidecars' keyward-admin port, as src/webhook/mutate.rs names it), the ServiceMonitor and
      the PrometheusRule (exactly deploy/observability/keyward-alerts.yaml's groups; the chart's copy is
      byte-identical), all off by default; the controller's NetworkPolicy;
@@ -44,6 +45,7 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -55,6 +57,7 @@ if os.environ.get("HELM_DRIVER") != "memory":
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import helm_sdkpy  # noqa: E402
+import jsonschema  # noqa: E402
 import yaml  # noqa: E402
 from cryptography import x509  # noqa: E402
 
@@ -62,6 +65,9 @@ from fake_api import FakeApi  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "keyward"
+# The binary `cargo test` built (scripts/test runs this after it): its `keyward schema` is the config contract.
+KEYWARD = os.environ.get("KEYWARD_BIN", str(ROOT / "target/debug/keyward"))
+CONFIG_SCHEMA = None
 ERROR = 3
 RELEASE, NAMESPACE = "kw", "keyward"
 FULLNAME = f"{RELEASE}-keyward"
@@ -151,6 +157,17 @@ def rust_fields(path, struct):
                 required.append(m.group(1))
             default = False
     return set(fields), set(required)
+
+
+def check_config(config, what):
+    """A keyward.yaml validates against the JSON Schema generated from the Rust config types (`keyward schema`):
+    every key at every depth is one the binary reads, and every required one is there."""
+    global CONFIG_SCHEMA
+    if CONFIG_SCHEMA is None:
+        out = subprocess.run([KEYWARD, "schema"], check=True, capture_output=True, text=True).stdout
+        CONFIG_SCHEMA = jsonschema.Draft7Validator(json.loads(out))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in CONFIG_SCHEMA.iter_errors(config)]
+    check(not errors, f"{what}: valid against `keyward schema`", errors)
 
 
 def check_keys(value, path, struct, what):
@@ -293,13 +310,10 @@ def check_default_install():
         check(cm and cm["metadata"]["labels"].get("keyward.dev/proxy-config") == "true",
               "ConfigMap default labelled keyward.dev/proxy-config")
         if config:
-            check_keys(config, "src/config/raw.rs", "RawConfig", "default keyward.yaml")
+            check_config(config, "default keyward.yaml")
             vault = (config.get("secrets") or {}).get("vault") or {}
             check(vault.get("auth", {}).get("kubernetes", {}).get("jwt_path") == "/var/run/secrets/keyward/vault/token",
                   "secrets.vault logs in with the sidecar's own token", config.get("secrets"))
-            check_keys(config["secrets"], "src/config/raw.rs", "RawSecrets", "secrets")
-            check_keys(vault, "src/config/raw.rs", "RawVault", "secrets.vault")
-            check_keys(vault["auth"]["kubernetes"], "src/config/raw.rs", "RawKubernetesAuth", "auth.kubernetes")
             check(config["routes"] == [] and "admin_token" not in config,
                   "routes is a list; no admin_token (the sidecar generates its own)")
         notes = r.result["info"].get("notes", "")
@@ -391,10 +405,7 @@ def check_configs_and_policy():
                   and config.get("policy", {}).get("dir") == "policies",
                   f"ConfigMap {name}: keyward.yaml parses, has secrets: and policy.dir: policies",
                   config)
-            check_keys(config, "src/config/raw.rs", "RawConfig", f"{name} keyward.yaml")
-            check_keys(config["policy"], "src/config/raw.rs", "RawPolicy", f"{name} policy")
-            check_keys(config["routes"][0], "src/config/raw.rs", "RawRoute", f"{name} route")
-            check_keys(config["routes"][0]["credentials"][0], "src/config/raw.rs", "RawCredential", f"{name} credential")
+            check_config(config, f"{name} keyward.yaml")
         default, research = proxy_config(r, "default"), proxy_config(r, "research")
         check(sorted(default[0]["data"]) == ["keyward.yaml", "main.rego"]
               and sorted(research[0]["data"]) == ["keyward.yaml", "research.rego"],
@@ -416,16 +427,10 @@ def check_configs_and_policy():
         full = complete["routes"][0]
         check(full.get("rate_limit") == EVERY_ROUTE_KEY["rate_limit"], "a route's rate_limit is rendered",
               full.get("rate_limit"))
-        for key, struct in [("rate_limit", "RawRateLimit"), ("concurrency", "RawConcurrency"),
-                            ("timeouts", "RawTimeouts"), ("retry", "RawRetry")]:
-            check_keys(full.get(key), "src/config/raw.rs", struct, f"route {key}")
-        check_keys(full, "src/config/raw.rs", "RawRoute", "a route with every key")
-        check_keys(full["credentials"][1].get("oauth2"), "src/config/raw.rs", "RawOAuth2", "credential oauth2")
-        check_keys(full["credentials"][0].get("vault"), "src/config/raw.rs", "RawVaultRef", "credential vault")
+        check_config(complete, "complete keyward.yaml (a route with every key)")
         vault = s["secrets"]["vault"]
         check(vault.get("ca_file") == "/etc/ssl/vault-ca.pem" and "ca_file" not in d["secrets"]["vault"],
               "proxy.vault.caFile is secrets.vault.ca_file (and absent when empty)", vault)
-        check_keys(vault, "src/config/raw.rs", "RawVault", "secrets.vault with ca_file")
         settings = yaml.safe_load(r.get("ConfigMap", f"{CONTROLLER}-injector")["data"]["settings.yaml"])
         check(settings["env"] == {"OPENAI_API_KEY": "kw-placeholder-openai", "ANTHROPIC_API_KEY": "kw-placeholder-anthropic"},
               "agent containers get the placeholder variables of every configuration", settings["env"])
@@ -511,25 +516,21 @@ def check_hand_written_pod():
 
 
 def check_schema_matches_rust():
-    """values.schema.json's route schema admits exactly the Rust fields (plus the chart's credentials[].env), so a
-    field added in src/config/raw.rs is not refused by the chart, and a chart key is never silently dropped."""
+    """values.schema.json's route part is what scripts/chart-schema generates from `keyward schema` (the Rust
+    config types), so the chart can neither refuse nor silently drop a route key the binary accepts; and every
+    example configuration validates against that schema."""
+    stale = subprocess.run([sys.executable, str(ROOT / "scripts/chart-schema"), "--check", "--keyward", KEYWARD],
+                           capture_output=True, text=True)
+    check(stale.returncode == 0, "values.schema.json's routes are generated from the Rust config types",
+          stale.stderr.strip())
     schema = json.loads((CHART / "values.schema.json").read_text())
-    definitions = schema["definitions"]
-    for definition, struct, extra in [("route", "RawRoute", set()), ("credential", "RawCredential", {"env"}),
-                                      ("rateLimit", "RawRateLimit", set()), ("concurrency", "RawConcurrency", set()),
-                                      ("timeouts", "RawTimeouts", set()), ("retry", "RawRetry", set()),
-                                      ("vaultRef", "RawVaultRef", set()), ("secretSource", "RawSecretSource", set()),
-                                      ("oauth2", "RawOAuth2", set())]:
-        fields, required = rust_fields("src/config/raw.rs", struct)
-        d = definitions[definition]
-        check(set(d["properties"]) == fields | extra and set(d.get("required", [])) == required
-              and d.get("additionalProperties") is False,
-              f"values.schema.json {definition}: exactly the fields of {struct} (required alike, others refused)",
-              (sorted(set(d["properties"]) ^ (fields | extra)), sorted(set(d.get("required", [])) ^ required)))
     check(schema["properties"]["proxy"]["properties"]["routes"] == {"$ref": "#/definitions/routes"}
-          and definitions["proxyConfig"]["properties"]["routes"] == {"$ref": "#/definitions/routes"},
+          and schema["definitions"]["proxyConfig"]["properties"]["routes"] == {"$ref": "#/definitions/routes"},
           "proxy.routes and proxy.configs.*.routes share that schema")
-
+    examples = sorted((ROOT / "examples").glob("keyward*.yaml"))
+    check(len(examples) >= 3, "the example configurations are found", examples)
+    for path in examples:
+        check_config(yaml.safe_load(path.read_text()), str(path.relative_to(ROOT)))
 
 def check_platform_settings():
     values = {
