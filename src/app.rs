@@ -130,7 +130,12 @@ pub async fn run(path: &Path, files: RunFiles<'_>, shutdown: watch::Receiver<boo
     let config = Config::load(path)?;
     let admin = bind(config.admin).await?;
     let proxy = bind(config.listen).await?;
-    let running = build(config, files, None).await?;
+    let transparent = match &config.transparent {
+        Some(settings) => Some((bind(settings.listen).await?, settings.clone())),
+        None => None,
+    };
+    let mut running = build(config, files, None).await?;
+    running.transparent = transparent;
     serve(running, proxy, admin, shutdown).await
 }
 
@@ -143,6 +148,8 @@ pub struct Running {
     reloader: Arc<Reloader>,
     max_connections: usize,
     shutdown_grace: std::time::Duration,
+    /// The transparent listener, bound by `run` when the configuration has `transparent:`.
+    transparent: Option<(TcpListener, crate::proxy::transparent::Settings)>,
 }
 
 impl Running {
@@ -254,6 +261,7 @@ pub async fn build(
         reloader,
         max_connections,
         shutdown_grace,
+        transparent: None,
     })
 }
 
@@ -394,12 +402,30 @@ pub async fn serve(
         reloader,
         max_connections,
         shutdown_grace,
+        transparent,
     } = running;
     let state = live.load();
-    for listener in [&proxy, &admin] {
+    for listener in [Some(&proxy), Some(&admin), transparent.as_ref().map(|(l, _)| l)]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(addr) = listener.local_addr() {
             state.upstream.forbid_own(addr);
         }
+    }
+    // One cap for both agent listeners: connections on one count against the other.
+    let slots = crate::listener::cap(max_connections);
+    if let Some((listener, settings)) = transparent {
+        tracing::info!(addr = %local(&listener), non_http = ?settings.non_http, "transparent listener (iptables REDIRECT target)");
+        let live = live.clone();
+        tokio::spawn(crate::listener::serve(
+            listener,
+            shutdown.clone(),
+            slots.clone(),
+            move |stream, peer, slot| {
+                crate::proxy::transparent::serve(live.clone(), stream, peer, slot, settings.clone())
+            },
+        ));
     }
     let admin_addr = local(&admin);
     tokio::spawn(crate::admin::serve_listener(admin, shutdown.clone(), admin_state));
@@ -414,7 +440,7 @@ pub async fn serve(
     tokio::spawn(reloader.watch(shutdown.clone()));
     let drain = state.drain.clone();
     let finished = state.clone();
-    crate::listener::serve(proxy, shutdown, max_connections, move |stream, peer, slot| {
+    crate::listener::serve(proxy, shutdown, slots, move |stream, peer, slot| {
         crate::proxy::connect::serve(live.clone(), stream, peer, slot)
     })
     .await;

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod exec;
 pub mod fleet;
+pub mod iptables;
 pub mod killswitch;
 pub mod listener;
 pub mod policy;

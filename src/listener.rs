@@ -16,14 +16,19 @@ use tokio::sync::{watch, Notify, Semaphore};
 /// a CONNECT tunnel outlives the first-hop connection that opened it, and released its place early.
 pub type Slot = tokio::sync::OwnedSemaphorePermit;
 
+/// Places for `max_connections` open connections; listeners that share one share the cap, so a second
+/// listener is not a way around it.
+pub fn cap(max_connections: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max_connections))
+}
+
 /// Accepts until `shutdown` flips to true, handing each connection and its [`Slot`] to `handler` on its own
-/// task. Past `max_connections` open connections, new ones are closed at once.
-pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, max_connections: usize, handler: H)
+/// task. With every place of `slots` taken, new connections are closed at once.
+pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, slots: Arc<Semaphore>, handler: H)
 where
     H: Fn(TcpStream, SocketAddr, Slot) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -40,7 +45,7 @@ where
                     tokio::spawn(handler(stream, peer, slot));
                 }
                 Err(_) => {
-                    tracing::warn!(%peer, max_connections, "connection limit reached; connection closed");
+                    tracing::warn!(%peer, "connection limit (limits.max_connections) reached; connection closed");
                     drop(stream);
                 }
             },

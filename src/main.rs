@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{CaCommand, Cli, Command, PolicyCommand};
+use cli::{CaCommand, Cli, Command, IptablesCommand, PolicyCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             println!("keyward {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Iptables { command } => iptables(command),
         Command::Schema => {
             println!("{:#}", keyward::config::config_schema());
             ExitCode::SUCCESS
@@ -331,5 +332,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+fn iptables(command: IptablesCommand) -> ExitCode {
+    use keyward::iptables;
+    let result = match command {
+        IptablesCommand::Install {
+            proxy_uid,
+            proxy_port,
+            ports,
+            exclude_cidrs,
+            exclude_ports,
+            drop_quic,
+            dry_run,
+            iptables: binary,
+        } => {
+            let opts = iptables::Options {
+                proxy_uid,
+                proxy_port,
+                ports,
+                exclude_cidrs,
+                exclude_ports,
+                drop_quic,
+                binary,
+            };
+            if dry_run {
+                iptables::plan(&opts).map(|rules| {
+                    for rule in rules {
+                        println!("{} -w {}", opts.binary, rule.join(" "));
+                    }
+                })
+            } else {
+                iptables::install(&opts).map(|n| {
+                    println!("keyward iptables: {n} rules installed; TCP from every uid but {proxy_uid} goes to port {proxy_port}")
+                })
+            }
+        }
+        IptablesCommand::Uninstall { iptables: binary } => iptables::uninstall(&binary)
+            .map(|n| println!("keyward iptables: removed ({n} jumps from OUTPUT, and Keyward's chains)")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub path: PathBuf,
     text: String,
     pub listen: SocketAddr,
+    /// The listener for iptables-redirected connections, when configured.
+    pub transparent: Option<crate::proxy::transparent::Settings>,
     pub admin: SocketAddr,
     pub admin_token: Option<TokenSource>,
     pub agent_id: String,
@@ -64,6 +66,7 @@ pub struct Config {
 /// live reload keeps their running values (see [`crate::reload`]).
 pub const RESTART_ONLY: &[&str] = &[
     "listen",
+    "transparent",
     "admin",
     "admin_token",
     "ca",
@@ -155,6 +158,7 @@ impl Config {
         json!({
             "file": self.path.display().to_string(),
             "listen": self.listen.to_string(),
+            "transparent": self.transparent.as_ref().map(|t| json!({ "listen": t.listen.to_string(), "non_http": format!("{:?}", t.non_http) })),
             "admin": self.admin.to_string(),
             "admin_token": self.admin_token.is_some(),
             "agent": { "id": self.agent_id, "labels": self.agent_labels },

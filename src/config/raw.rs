@@ -14,6 +14,7 @@ use super::schema::HumanDuration;
 use serde::Deserialize;
 
 use crate::credentials::Inject;
+use crate::proxy::transparent::NonHttp;
 use crate::proxy::Unmatched;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -23,6 +24,8 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default = "default_admin")]
     pub admin: String,
+    /// A second listener for connections redirected by iptables (`keyward iptables install`).
+    pub transparent: Option<RawTransparent>,
     /// Bearer token required on the admin API (except /healthz and /readyz): `{ env: NAME }` or `{ file: path }`.
     pub admin_token: Option<RawTokenAuth>,
     #[serde(default)]
@@ -52,6 +55,21 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+}
+
+/// `transparent: { listen, non_http }`: where redirected connections arrive, and what happens to those that
+/// are neither TLS with SNI nor HTTP/1.x.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransparent {
+    #[serde(default = "default_transparent_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub non_http: NonHttp,
+}
+
+fn default_transparent_listen() -> String {
+    "127.0.0.1:15001".into()
 }
 
 /// What Keyward reports about each request besides `/metrics`: OTLP traces and the audit log.

@@ -30,6 +30,19 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
         .admin
         .parse()
         .map_err(|_| FieldError::new("admin", "expected ip:port, e.g. 127.0.0.1:9901"))?;
+    let transparent = raw
+        .transparent
+        .map(|t| {
+            let listen = t
+                .listen
+                .parse()
+                .map_err(|_| FieldError::new("transparent.listen", "expected ip:port, e.g. 127.0.0.1:15001"))?;
+            Ok::<_, FieldError>(crate::proxy::transparent::Settings {
+                listen,
+                non_http: t.non_http,
+            })
+        })
+        .transpose()?;
     let agent_id = env
         .get("KEYWARD_AGENT_ID")
         .map(str::to_string)
@@ -135,6 +148,7 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
         path: Default::default(),
         text: String::new(),
         listen,
+        transparent,
         admin,
         admin_token,
         agent_id,

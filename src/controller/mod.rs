@@ -196,23 +196,28 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
     });
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
         namespace = %controller.settings.namespace, "keyward controller listening");
-    crate::listener::serve(listener, shutdown, 4096, move |stream, peer, slot| {
-        let (acceptor, controller) = (acceptor.clone(), controller.clone());
-        async move {
-            let _slot = slot;
-            let Ok(tls) = acceptor.accept(stream).await else {
-                tracing::debug!(%peer, "controller TLS handshake failed");
-                return;
-            };
-            let service = service_fn(move |req| {
-                let controller = controller.clone();
-                async move { Ok::<_, Infallible>(controller.handle(req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        }
-    })
+    crate::listener::serve(
+        listener,
+        shutdown,
+        crate::listener::cap(4096),
+        move |stream, peer, slot| {
+            let (acceptor, controller) = (acceptor.clone(), controller.clone());
+            async move {
+                let _slot = slot;
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    tracing::debug!(%peer, "controller TLS handshake failed");
+                    return;
+                };
+                let service = service_fn(move |req| {
+                    let controller = controller.clone();
+                    async move { Ok::<_, Infallible>(controller.handle(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
+        },
+    )
     .await;
     Ok(())
 }

@@ -23,19 +23,25 @@ use crate::upstream::{Body, UpstreamError};
 
 /// What an agent connection holds for as long as it lives, tunnels it opened included: its place under
 /// `limits.max_connections` and its count in `keyward_open_connections`.
-struct Held {
+pub(super) struct Held {
     _slot: Slot,
     _open: ConnectionGuard,
+}
+
+impl Held {
+    pub(super) fn new(slot: Slot, state: &ProxyState) -> Arc<Self> {
+        Arc::new(Self {
+            _slot: slot,
+            _open: state.metrics.connection_opened(),
+        })
+    }
 }
 
 /// Serves one agent connection until it closes. Each request (each CONNECT, and each request inside an
 /// intercepted tunnel) runs on the configuration in force when it arrives.
 pub async fn serve(live: Arc<Live>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
     let state = live.load();
-    let held = Arc::new(Held {
-        _slot: slot,
-        _open: state.metrics.connection_opened(),
-    });
+    let held = Held::new(slot, &state);
     let limits = state.limits.clone();
     let service = service_fn(move |req| {
         let (live, held) = (live.clone(), held.clone());
@@ -72,17 +78,9 @@ async fn connect(live: Arc<Live>, state: Arc<ProxyState>, req: Request<Incoming>
             "CONNECT needs a host:port target whose host is a DNS name (at most 253 bytes) or an IP literal",
         ));
     };
-    // An unmatched destination is tunnelled when `unmatched` lets it be reached; `tunnel_private` decides by
-    // the addresses it resolves to, and the stream dialled is the one checked.
-    let tunnelled = match state.unmatched.reach(state.unmatched_allow_private) {
-        Some(reach) if !state.routes.knows_host(&target.host, target.port, true) => {
-            match state.upstream.connect(&target.host, target.port, reach).await {
-                Ok(stream) => Some(stream),
-                Err(UpstreamError::NotInternal { .. }) => None,
-                Err(e) => return refuse(e.into()),
-            }
-        }
-        _ => None,
+    let tunnelled = match unmatched_tunnel(&state, &target).await {
+        Ok(tunnelled) => tunnelled,
+        Err(e) => return refuse(e),
     };
     if let Some(upstream) = tunnelled {
         tracing::info!(host = %target.host, port = target.port, "tunnelling unmatched host without interception");
@@ -105,9 +103,25 @@ async fn connect(live: Arc<Live>, state: Arc<ProxyState>, req: Request<Incoming>
     Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync())
 }
 
+/// The upstream stream when `target` is a host no route names and `unmatched` lets it be reached (spliced,
+/// not intercepted); `None` when it is to be intercepted. `tunnel_private` decides by the addresses the name
+/// resolves to, and the stream dialled is the one checked.
+pub(super) async fn unmatched_tunnel(state: &ProxyState, target: &Target) -> Result<Option<TcpStream>, ProxyError> {
+    match state.unmatched.reach(state.unmatched_allow_private) {
+        Some(reach) if !state.routes.knows_host(&target.host, target.port, true) => {
+            match state.upstream.connect(&target.host, target.port, reach).await {
+                Ok(stream) => Ok(Some(stream)),
+                Err(UpstreamError::NotInternal { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Terminates the agent's TLS with a leaf for the target and serves HTTP/1.1 or HTTP/2 inside it. The
 /// connection's limits and kill switch come from `state` (the process's; a reload does not change them).
-async fn intercept_tunnel<IO>(live: Arc<Live>, state: Arc<ProxyState>, target: Target, io: IO)
+pub(super) async fn intercept_tunnel<IO>(live: Arc<Live>, state: Arc<ProxyState>, target: Target, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -118,14 +132,29 @@ where
             return;
         }
     };
-    let target_host = target.host.clone();
+    let label = target.host.clone();
     let target = Arc::new(target);
+    serve_requests(live, state, TokioIo::new(tls), &label, move |_| Ok(target.clone())).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 requests from an agent connection Keyward terminates, each sent through the
+/// pipeline toward `target_of(request)` (fixed for a tunnel; the `Host` of each request on the transparent
+/// plain-HTTP path). Closed by the kill switch or after `limits.idle_connection_timeout` without a request.
+pub(super) async fn serve_requests<IO, F>(live: Arc<Live>, state: Arc<ProxyState>, io: IO, label: &str, target_of: F)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(&Request<Incoming>) -> Result<Arc<Target>, ProxyError> + Send + Sync + 'static,
+{
+    let target_of = Arc::new(target_of);
     let idle = Idle::new();
     let requests = idle.clone();
     let service = service_fn(move |req| {
-        let (state, target, active) = (live.load(), target.clone(), requests.enter());
+        let (state, target, active) = (live.load(), target_of(&req), requests.enter());
         async move {
-            let response = pipeline::handle(state, target, req).await;
+            let response = match target {
+                Ok(target) => pipeline::handle(state, target, req).await,
+                Err(e) => refuse(e),
+            };
             Ok::<_, Infallible>(response.map(|body| Counted::wrap(body, active)))
         }
     });
@@ -148,21 +177,21 @@ where
         .keep_alive_timeout(limits.header_read_timeout);
     let kill_switch = state.kill_switch.clone();
     tokio::select! {
-        served = builder.serve_connection(TokioIo::new(tls), service) => {
+        served = builder.serve_connection(io, service) => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "intercepted connection ended with an error");
             }
         }
         _ = kill_switch.blocked(&state.agent.id) => {
-            tracing::warn!(host = %target_host, "kill switch: intercepted connection closed");
+            tracing::warn!(host = %label, "kill switch: intercepted connection closed");
         }
         _ = idle.expired(limits.idle_connection_timeout) => {
-            tracing::debug!(host = %target_host, "idle intercepted connection closed");
+            tracing::debug!(host = %label, "idle intercepted connection closed");
         }
     }
 }
 
-async fn splice<IO>(mut agent: IO, mut upstream: TcpStream)
+pub(super) async fn splice<IO>(mut agent: IO, mut upstream: TcpStream)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -198,7 +227,7 @@ fn absolute_http_target(uri: &http::Uri) -> Option<Target> {
 }
 
 /// First-hop refusals are not requests to a destination yet, so they are logged here, not by the pipeline.
-fn refuse(error: ProxyError) -> Response<Body> {
+pub(super) fn refuse(error: ProxyError) -> Response<Body> {
     let (status, code) = error.classify();
     tracing::info!(status = status.as_u16(), code, error = %error, "proxy request refused");
     error.response("-")

@@ -11,6 +11,7 @@ pub mod inflate;
 pub mod pipeline;
 pub mod runtime;
 pub(crate) mod scrubbing;
+pub mod transparent;
 mod upload;
 
 use std::sync::Arc;

@@ -51,6 +51,11 @@ struct LimitedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -144,6 +149,7 @@ pub struct Metrics {
     retries: Family<RouteLabels, Counter>,
     open_connections: Gauge,
     spans_dropped: Family<ReasonLabels, Counter>,
+    transparent: Family<KindLabels, Counter>,
     audit_dropped: Counter,
     info: Family<InfoLabels, Gauge>,
     exfiltration: Family<CredentialLabels, Counter>,
@@ -214,6 +220,13 @@ impl Default for Metrics {
             "trace_spans_dropped",
             "Finished spans not exported: queue_full (the export queue was at its bound) or export_failed",
             spans_dropped.clone(),
+        );
+        let transparent = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "transparent_connections",
+            "Connections on the transparent listener by what they were: tls, http, non_http_denied, \
+             non_http_tunnelled, or unknown_destination (no SO_ORIGINAL_DST: not redirected by iptables)",
+            transparent.clone(),
         );
         let audit_dropped = Counter::default();
         registry.register(
@@ -329,6 +342,7 @@ impl Default for Metrics {
             retries,
             open_connections,
             spans_dropped,
+            transparent,
             audit_dropped,
             info,
             exfiltration,
@@ -427,6 +441,10 @@ impl Metrics {
         self.spans_dropped
             .get_or_create(&ReasonLabels { reason })
             .inc_by(count as u64);
+    }
+
+    pub fn transparent_connection(&self, kind: &'static str) {
+        self.transparent.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn audit_dropped(&self) {

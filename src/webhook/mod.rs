@@ -87,23 +87,28 @@ pub async fn run(
         .map_err(|source| WebhookError::Bind { addr: listen, source })?;
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "keyward webhook listening");
     let settings = Arc::new(settings);
-    crate::listener::serve(listener, shutdown, 1024, move |stream, peer, slot| {
-        let (acceptor, settings) = (acceptor.clone(), settings.clone());
-        async move {
-            let _slot = slot;
-            let Ok(tls) = acceptor.accept(stream).await else {
-                tracing::debug!(%peer, "webhook TLS handshake failed");
-                return;
-            };
-            let service = service_fn(move |req| {
-                let settings = settings.clone();
-                async move { Ok::<_, Infallible>(handle(&settings, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        }
-    })
+    crate::listener::serve(
+        listener,
+        shutdown,
+        crate::listener::cap(1024),
+        move |stream, peer, slot| {
+            let (acceptor, settings) = (acceptor.clone(), settings.clone());
+            async move {
+                let _slot = slot;
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    tracing::debug!(%peer, "webhook TLS handshake failed");
+                    return;
+                };
+                let service = service_fn(move |req| {
+                    let settings = settings.clone();
+                    async move { Ok::<_, Infallible>(handle(&settings, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
+        },
+    )
     .await;
     Ok(())
 }
