@@ -69,6 +69,8 @@ pub struct ConnectOptions {
     pub connect: Duration,
     /// TLS handshake, after TCP is up; `None` for no limit of its own.
     pub tls: Option<Duration>,
+    /// Never negotiate HTTP/2 (WebSocket upgrades).
+    pub http1_only: bool,
 }
 
 /// The part of an upstream exchange that ran out of time.
@@ -187,6 +189,7 @@ impl Upstream {
             reach,
             connect: self.default_connect,
             tls: None,
+            http1_only: false,
         }
     }
 
@@ -202,12 +205,15 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let protocols = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.tls.clone())
             .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+            .enable_http1();
+        let https = if opts.http1_only {
+            protocols.wrap_connector(http)
+        } else {
+            protocols.enable_http2().wrap_connector(http)
+        };
         let connector = TimedConnector {
             inner: https,
             limit: opts.tls.map(|tls| opts.connect + tls),

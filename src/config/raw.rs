@@ -313,6 +313,13 @@ pub struct RawLimits {
     #[serde(default = "default_idle_connection_timeout", with = "humantime_serde")]
     #[schemars(with = "HumanDuration")]
     pub idle_connection_timeout: Duration,
+    /// Bytes of the largest WebSocket message relayed either way.
+    #[serde(default = "default_max_websocket_message")]
+    pub max_websocket_message: usize,
+}
+
+fn default_max_websocket_message() -> usize {
+    16 * 1024 * 1024
 }
 
 impl Default for RawLimits {
@@ -324,6 +331,7 @@ impl Default for RawLimits {
             max_headers: default_max_headers(),
             max_concurrent_streams: default_max_concurrent_streams(),
             idle_connection_timeout: default_idle_connection_timeout(),
+            max_websocket_message: default_max_websocket_message(),
         }
     }
 }

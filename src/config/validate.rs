@@ -178,6 +178,7 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
             max_headers: raw.limits.max_headers,
             max_concurrent_streams: raw.limits.max_concurrent_streams,
             idle_connection_timeout: raw.limits.idle_connection_timeout,
+            max_websocket_message: raw.limits.max_websocket_message,
         },
         shutdown_grace: raw.shutdown_grace,
         secrets_file,

@@ -174,10 +174,12 @@ where
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.header_read_timeout))
-        .keep_alive_timeout(limits.header_read_timeout);
+        .keep_alive_timeout(limits.header_read_timeout)
+        // WebSocket over HTTP/2 (RFC 8441): agents may open sockets with an extended CONNECT.
+        .enable_connect_protocol();
     let kill_switch = state.kill_switch.clone();
     tokio::select! {
-        served = builder.serve_connection(io, service) => {
+        served = builder.serve_connection_with_upgrades(io, service) => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "intercepted connection ended with an error");
             }

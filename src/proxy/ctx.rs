@@ -260,6 +260,7 @@ impl RequestCtx {
             status,
             state,
             bytes_out: 0,
+            websocket: None,
         }
     }
 
@@ -274,6 +275,16 @@ pub struct Completion {
     status: StatusCode,
     state: Arc<ProxyState>,
     pub bytes_out: u64,
+    websocket: Option<super::websocket::Summary>,
+}
+
+impl Completion {
+    /// A WebSocket's record is written when the socket closes, with its message counts and payload bytes.
+    pub fn websocket_closed(&mut self, summary: super::websocket::Summary) {
+        self.ctx.bytes_in.store(summary.bytes_in, Ordering::Relaxed);
+        self.bytes_out = summary.bytes_out;
+        self.websocket = Some(summary);
+    }
 }
 
 impl Drop for Completion {
@@ -317,6 +328,7 @@ impl Drop for Completion {
                     .then(|| ctx.attempts.iter().sum::<Duration>().as_secs_f64() * 1000.0),
                 bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
                 bytes_out: self.bytes_out,
+                websocket: self.websocket.as_ref(),
             });
         }
         tracing::debug!(request_id = %ctx.id, status = self.status.as_u16(), outcome, duration_ms, "request done");
@@ -336,6 +348,16 @@ impl Drop for Completion {
         }
         trace.set(KeyValue::new("keyward.ratelimited", ctx.ratelimited.is_some()));
         trace.set(KeyValue::new("http.request.resend_count", i64::from(ctx.retries)));
+        if let Some(ws) = &self.websocket {
+            trace.set(KeyValue::new("keyward.websocket.messages_in", ws.messages_in as i64));
+            trace.set(KeyValue::new("keyward.websocket.messages_out", ws.messages_out as i64));
+            trace.set(KeyValue::new("keyward.websocket.bytes_in", ws.bytes_in as i64));
+            trace.set(KeyValue::new("keyward.websocket.bytes_out", ws.bytes_out as i64));
+            trace.set(trace::text("keyward.websocket.closed_by", ws.closed_by));
+            if let Some(code) = ws.close_code {
+                trace.set(KeyValue::new("keyward.websocket.close_code", i64::from(code)));
+            }
+        }
         trace.end(self.status, ctx.error.as_ref().map(|e| e.code));
     }
 }

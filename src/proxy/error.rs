@@ -29,6 +29,8 @@ pub enum ProxyError {
     Saturated(#[from] crate::ratelimit::Saturated),
     #[error("the request already carries a real secret value (in {place}); agents must only hold placeholders")]
     SecretInRequest { place: &'static str },
+    #[error("WebSocket handshake refused: {0}")]
+    WebSocket(&'static str),
     /// Never quotes the upstream's values: they are its free text, and may spell a secret.
     #[error("the upstream answered with a content or transfer coding that cannot be scrubbed for secrets (only identity, gzip or deflate)")]
     Unscrubbable,
@@ -58,6 +60,7 @@ impl ProxyError {
             Self::Saturated(_) => (S::SERVICE_UNAVAILABLE, "concurrency_limited"),
             Self::SecretInRequest { .. } => (S::FORBIDDEN, "secret_in_request"),
             Self::Unscrubbable => (S::BAD_GATEWAY, "unscrubbable_encoding"),
+            Self::WebSocket(_) => (S::BAD_GATEWAY, "websocket_refused"),
             Self::SplitSecret => (S::BAD_GATEWAY, "unscrubbable_header"),
             Self::AmbiguousJson => (S::BAD_REQUEST, "ambiguous_json"),
             Self::NestedConnect => (S::METHOD_NOT_ALLOWED, "nested_connect"),

@@ -13,6 +13,7 @@ pub mod runtime;
 pub(crate) mod scrubbing;
 pub mod transparent;
 mod upload;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,8 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// An intercepted connection with no request in flight for this long is closed.
     pub idle_connection_timeout: Duration,
+    /// The largest WebSocket message (and frame) relayed either way; a larger one closes the socket (1009).
+    pub max_websocket_message: usize,
 }
 
 /// The policy stage's settings and the running policies.

@@ -39,6 +39,7 @@ use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::runtime::RouteLimits;
 use super::runtime::RouteRuntime;
 use super::upload::{AgentBody, Tail};
+use super::websocket::{self, Handshake};
 use super::{ProxyState, Scheme, Target};
 use crate::credentials::Plan;
 use crate::policy::{input, Mode};
@@ -56,35 +57,46 @@ use std::time::Instant;
 use crate::telemetry::trace;
 
 /// Runs the phases and turns any failure into its JSON response; never fails itself.
-pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<ProxyState>, target: Arc<Target>, mut req: Request<Incoming>) -> Response<Body> {
     let in_flight = state.drain.enter();
     let canary = super::scrubbing::canary_scrubber(&state).await;
     let mut ctx = RequestCtx::start(&state, &target, &req, canary.as_deref());
+    let websocket = Handshake::take(&mut req);
     // Over HTTP/2 the response ends only after the agent's body has (see `upload`).
     let h2 = req.version() == http::Version::HTTP_2;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let kind = websocket.as_ref().map(|w| w.kind);
+    if let Some(kind) = kind {
+        websocket::as_upgrade_request(kind, &mut parts);
+    }
     let (body, upload) = AgentBody::new(body, h2);
-    let response = match forward(&state, &target, parts, body, &mut ctx, canary.as_deref()).await {
-        Ok(response) => response,
+    let (response, relay) = match forward(&state, &target, parts, body, kind, &mut ctx, canary.as_deref()).await {
+        Ok(forwarded) => forwarded,
         Err(error) => {
             ctx.fail(&error);
-            error.response(&ctx.id)
+            (error.response(&ctx.id), None)
         }
     };
     let completion = ctx.respond(response.status(), state.clone());
+    if let (Some(relay), Some(handshake)) = (relay, websocket) {
+        // The record stays open, and the socket counts as in flight, until it closes.
+        tokio::spawn(relay.run(handshake, completion, in_flight, state));
+        return response;
+    }
     // The request counts as in flight, and its record stays open, until the agent has the whole body.
     response.map(|body| Held::new(body, in_flight, completion, Tail::new(upload)).boxed_unsync())
 }
 
-/// The phases, in order.
+/// The phases, in order. A WebSocket handshake that the upstream accepts also returns the relay to run.
 async fn forward(
     state: &ProxyState,
     target: &Target,
     mut parts: http::request::Parts,
     body: AgentBody,
+    websocket: Option<websocket::Kind>,
     ctx: &mut RequestCtx,
     canary: Option<&Scrubber>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<(Response<Body>, Option<websocket::Relay>), ProxyError> {
     admit(state, target, &parts, canary)?;
     let (route, user) = route(state, target, &mut parts, ctx)?;
     let route = route.as_deref();
@@ -112,6 +124,9 @@ async fn forward(
     let replay = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
     let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, ctx).await?;
+    if websocket.is_some() {
+        websocket::restore_upgrade_headers(&mut parts.headers);
+    }
     let exchange = Exchange {
         state,
         target,
@@ -120,12 +135,33 @@ async fn forward(
             reach,
             connect: limits.connect.unwrap_or(state.upstream.defaults(reach).connect),
             tls: limits.tls,
+            // An upgrade is HTTP/1.1 only: the pool for it never negotiates h2.
+            http1_only: websocket.is_some(),
         },
         limits,
         retry,
     };
     let response = exchange.run(&parts, body, replay, &mut written, ctx).await?;
-    respond(state, route, response, permit, &written).await
+    if let Some(kind) = websocket.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        let scrubber = match route.filter(|r| r.scrubbed) {
+            Some(route) => super::scrubbing::for_route(state, route, &written).await,
+            None => None,
+        };
+        let canary = super::scrubbing::canary_scrubber(state).await;
+        let (response, relay) = websocket::accept(
+            kind,
+            parts.headers.get(http::header::SEC_WEBSOCKET_KEY),
+            route.map_or("-", |r| r.name()).to_string(),
+            response,
+            scrubber,
+            canary,
+            limits.idle,
+            state.limits.max_websocket_message,
+            permit,
+        )?;
+        return Ok((response, Some(relay)));
+    }
+    Ok((respond(state, route, response, permit, &written).await?, None))
 }
 
 /// Phase 1. Nothing here reads more than the request head.

@@ -50,6 +50,9 @@ pub struct AuditRecord<'a> {
     pub upstream_ms: Option<f64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// For a WebSocket, written when it closes: messages each way and how it ended (bytes are above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<&'a crate::proxy::websocket::Summary>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ mod secrets_rotation;
 mod security;
 mod streaming;
 mod vault;
+mod websocket;
 
 /// Routes shared by most tests. `:*` admits the echo server's random port (a bare host is port 443 only).
 pub fn routes() -> &'static str {
