@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
-use super::idle::{Counted, Idle};
+use super::idle::{Counted, Idle, OnConnection};
 use super::{pipeline, Live, ProxyState, Scheme, Target};
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
@@ -148,7 +148,8 @@ where
     let target_of = Arc::new(target_of);
     let idle = Idle::new();
     let requests = idle.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(OnConnection(requests.clone()));
         let (state, target, active) = (live.load(), target_of(&req), requests.enter());
         async move {
             let response = match target {

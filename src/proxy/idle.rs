@@ -52,6 +52,11 @@ impl Idle {
     }
 }
 
+/// In a request's extensions: the connection it arrived on, so that what outlives the response (a WebSocket
+/// over HTTP/2 shares its connection with other streams) can count itself in flight there.
+#[derive(Clone)]
+pub struct OnConnection(pub Arc<Idle>);
+
 /// A request in flight on its connection.
 pub struct Active(Arc<Idle>);
 

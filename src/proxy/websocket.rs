@@ -49,6 +49,8 @@ pub enum Kind {
 pub struct Handshake {
     pub kind: Kind,
     agent: OnUpgrade,
+    /// Keeps the agent's connection from being closed as idle while the socket is open.
+    _active: Option<super::idle::Active>,
 }
 
 impl Handshake {
@@ -68,9 +70,11 @@ impl Handshake {
         } else {
             return None;
         };
+        let active = req.extensions().get::<super::idle::OnConnection>().map(|c| c.0.enter());
         Some(Self {
             kind,
             agent: hyper::upgrade::on(req),
+            _active: active,
         })
     }
 }

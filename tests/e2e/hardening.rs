@@ -146,7 +146,7 @@ fn tls_client(proxy: &Proxy, alpn: &[u8]) -> tokio_rustls::TlsConnector {
 }
 
 /// An intercepted tunnel to `host:port` with TLS done (the proxy's leaf verified), offering `alpn`.
-async fn tls_tunnel(
+pub(crate) async fn tls_tunnel(
     proxy: &Proxy,
     host: &str,
     port: u16,

@@ -238,3 +238,67 @@ async fn a_thousand_open_websockets_cost_bounded_memory() {
         "each open socket (agent TLS, upstream TLS, two codecs) costs under 100 KiB: {per_socket:.1} KiB"
     );
 }
+
+/// RFC 8441: an HTTP/2 agent opens the socket with an extended CONNECT (`:protocol: websocket`) inside the
+/// intercepted tunnel; Keyward answers 200 and talks HTTP/1.1 upgrade to the upstream. The open socket
+/// counts as a request in flight: its HTTP/2 connection is not closed as idle while the socket is quiet.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_over_http2_extended_connect() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let proxy = Proxy::spawn(&format!("limits: {{ idle_connection_timeout: 1s }}\n{}", route(""))).await;
+    let mut server = tokio::process::Command::new("python3")
+        .arg(script())
+        .arg("serve")
+        .arg("--cert")
+        .arg(&pki().leaf_cert_path)
+        .arg("--key")
+        .arg(&pki().leaf_key_path)
+        .env("WS_REAL_SECRET", secret("openai_key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let port = ready["port"].as_u64().unwrap() as u16;
+    let authority = format!("api.keyward.test:{port}");
+    let tls = crate::hardening::tls_tunnel(&proxy, "api.keyward.test", port, b"h2").await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::connect(format!("https://{authority}/socket"))
+        .header("authorization", "Bearer kw-placeholder-ws")
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    sender.ready().await.unwrap();
+    let mut response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.headers());
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    // Quiet for longer than the connection idle timeout (the scenario, not a wait for readiness).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    ws.send(Message::text("over-h2")).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "echo:over-h2");
+    ws.send(Message::text("say-secret")).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "echo:kw-placeholder-ws", "scrubbed");
+    ws.close(None).await.unwrap();
+    server.stdin.take().unwrap().shutdown().await.unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(seen["authorization_real"], true, "{seen}");
+    assert_eq!(seen["messages"], 2);
+}
