@@ -49,8 +49,9 @@ def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
     return proc, json.loads(line)["url"]
 
 
-def make_tls(directory, ip="127.0.0.1"):
-    """A CA and a leaf for `ip` (ECDSA P-256, one hour); returns the paths (ca.crt, tls.crt, tls.key)."""
+def make_tls(directory, ip="127.0.0.1", dns=()):
+    """A CA and a leaf for `ip` and the names in `dns` (ECDSA P-256, one hour); returns the paths (ca.crt,
+    tls.crt, tls.key)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     start, end = now - datetime.timedelta(minutes=1), now + datetime.timedelta(hours=1)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -67,7 +68,8 @@ def make_tls(directory, ip="127.0.0.1"):
     leaf = (x509.CertificateBuilder().subject_name(leaf_name).issuer_name(ca_name).public_key(leaf_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)),
+                                                         *(x509.DNSName(n) for n in dns)]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = tuple(os.path.join(directory, n) for n in ("ca.crt", "tls.crt", "tls.key"))
