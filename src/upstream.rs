@@ -94,7 +94,7 @@ impl Phase {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("{host} resolves only to loopback, private or link-local addresses; the route does not allow_private")]
+    #[error("{host} resolves only to loopback, private or link-local addresses, which need allow_private (on the route, or unmatched_allow_private)")]
     Forbidden { host: String },
     #[error(
         "{host} resolves to an address outside the private networks; unmatched: tunnel_private reaches only those"

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::connect::{intercept_tunnel, serve_requests, splice, unmatched_tunnel, Held};
 use super::error::ProxyError;
-use super::{Live, ProxyState, Scheme, Target};
+use super::{Live, ProxyState, Scheme, Target, Unmatched};
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
 use crate::upstream::Reach;
@@ -41,8 +41,9 @@ pub enum NonHttp {
     /// Closed, logged and counted.
     #[default]
     Deny,
-    /// Spliced to the original destination address, if the destination guard allows it (public addresses, or
-    /// private ones with `unmatched_allow_private`). No credential, policy or audit applies.
+    /// Spliced to the original destination address, if the destination guard allows it: under
+    /// `unmatched: tunnel_private` private-network addresses only; otherwise public addresses, and private
+    /// ones with `unmatched_allow_private`. No credential, policy or audit applies.
     Tunnel,
 }
 
@@ -130,7 +131,10 @@ async fn non_http(state: &ProxyState, stream: TcpStream, original: SocketAddr, m
             tracing::info!(destination = %original, "transparent listener: not TLS with SNI nor HTTP/1.x; closed (transparent.non_http: deny)");
         }
         NonHttp::Tunnel => {
-            let reach = Reach::allowing_private(state.unmatched_allow_private);
+            let reach = match state.unmatched {
+                Unmatched::TunnelPrivate => Reach::Internal,
+                Unmatched::Deny | Unmatched::Tunnel => Reach::allowing_private(state.unmatched_allow_private),
+            };
             match state
                 .upstream
                 .connect(&original.ip().to_string(), original.port(), reach)

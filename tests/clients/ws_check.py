@@ -164,10 +164,12 @@ async def main():
     parser.add_argument("--quiet", type=float, default=0)
     parser.add_argument("--ping-every", type=float, default=0)
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--bind", default="127.0.0.1", help="the upstream's address")
+    parser.add_argument("--port", type=int, default=0, help="the upstream's port (0: any free one)")
     args = parser.parse_args()
     upstream = Upstream()
     upstream.print_each = args.scenario == "serve"
-    async with serve(upstream.handler, "127.0.0.1", 0, ssl=server_ssl(args), ping_interval=None,
+    async with serve(upstream.handler, args.bind, args.port, ssl=server_ssl(args), ping_interval=None,
                      max_size=2**20) as server:
         port = server.sockets[0].getsockname()[1]
         if args.scenario == "serve":

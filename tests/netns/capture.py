@@ -528,6 +528,24 @@ def scenario(args, work):
           "the placeholder toward an unrouted host: 403 placeholder_not_bound, nothing reaches it",
           f"status {code}, body {body[:300]!r}, connections {decoy.connections()}; {detail}")
 
+    # WebSocket with no proxy settings: Python `websockets` dials the upstream (a `websockets` server in the
+    # same script, on the api address), and the capture sends it through Keyward.
+    ws_env = dict(client_env(work, kw.bundle), WS_REAL_SECRET=SECRETS["capture_key"])
+    out, detail = run_client("websockets", [
+        sys.executable, os.path.join(ROOT, "tests", "clients", "ws_check.py"), "roundtrip", "--bind", API_IP,
+        "--port", "8765", "--host", "api.internal.test", "--cert", cert, "--key", key, "--ca", kw.bundle,
+        "--placeholder", PLACEHOLDER], ws_env)
+    tls_clients += 1
+    try:
+        ws = json.loads(out or "{}")
+    except ValueError:
+        ws = {}
+    seen = (ws.get("upstream") or [{}])[0]
+    check(ws.get("echoes") == ["echo:hello-0", "echo:hello-1", "echo:hello-2"] and seen.get("authorization_real")
+          and ws.get("secret_echo_scrubbed") and ws.get("secret_echo_has_placeholder"),
+          "WebSocket (Python websockets, no proxy variables): handshake with the real secret, 3 messages, "
+          "an echoed secret scrubbed", detail)
+
     # Raw TCP under non_http: deny.
     data, closed = raw_exchange(RAW_IP, 7000, send=b"\x00KW-PING\n", wait_for=b"\n")
     check(closed and data == b"" and not raw.connections(),
@@ -575,7 +593,8 @@ def scenario(args, work):
     kw.stop()
 
     # --- run 3: unmatched: tunnel_private -------------------------------------------------------------------
-    kw = Keyward(args.keyward, work, "transparent-tunnel-private", config(unmatched="tunnel_private"))
+    kw = Keyward(args.keyward, work, "transparent-tunnel-private",
+                 config(non_http="tunnel", unmatched="tunnel_private"))
     kw.wait_ready()
     # Trusting the upstream's CA only, and getting the upstream's own leaf: a splice, not interception.
     context = ssl.create_default_context(cafile=test_ca)
@@ -602,8 +621,18 @@ def scenario(args, work):
     check(code == "403" and error_of(body) == "no_route",
           "unmatched: tunnel_private: an unrouted name resolving to a public address is refused with no_route",
           f"status {code}, body {body[:300]!r}; {detail}")
+    # non_http: tunnel follows the same rule: private networks only.
+    data, closed = raw_exchange(RAW_IP, 7000, send=b"\x00KW-PRIVATE\n", wait_for=b"\n")
+    check(data == b"pong \x00KW-PRIVATE\n",
+          "unmatched: tunnel_private with non_http: tunnel: raw TCP to a private address is spliced",
+          f"received {data[:80]!r}")
+    data, closed = raw_exchange(PUBLIC_IP, 7000, send=b"\x00KW-PUBLIC\n", wait_for=b"\n")
+    check(data == b"" and closed,
+          "unmatched: tunnel_private with non_http: tunnel: raw TCP to a public address is refused",
+          f"received {data[:80]!r}, closed {closed}")
     counts = kw.metrics()
-    check({k: v for k, v in counts.items() if v} == {"tls": 2}, "metrics: 2 tls connections", f"metrics {counts}")
+    check({k: v for k, v in counts.items() if v} == {"tls": 2, "non_http_tunnelled": 1, "non_http_denied": 1},
+          "metrics: 2 tls, 1 non_http_tunnelled, 1 non_http_denied", f"metrics {counts}")
     kw.stop()
 
     # --- keyward iptables uninstall restores the nat table --------------------------------------------------
