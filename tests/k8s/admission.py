@@ -15,7 +15,6 @@ import ssl
 import string
 import uuid
 
-API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 

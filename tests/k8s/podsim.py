@@ -44,6 +44,7 @@ the marker).
 Runs as root (mount and PID namespaces, setpriv).
 """
 import argparse
+import atexit
 import base64
 import copy
 import http.server
@@ -107,7 +108,7 @@ MARKER = "REALSECRET"
 UPSTREAM_NAMES = ("api.openai.com", "api.anthropic.com")
 TRUST_STORE_PASSWORD = b"keyward"
 BUDGET = 170
-API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+SIDECAR_LIMIT = 30  # seconds a sidecar gets to pass its startup probe (the probe itself allows 120)
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
@@ -154,10 +155,16 @@ def cleanup():
     children.clear()
 
 
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL if this script dies (even by SIGKILL)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def spawn(argv, log, **kw):
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **kw)
+                                start_new_session=True, preexec_fn=die_with_parent, **kw)
     children.append(proc)
     return proc
 
@@ -270,6 +277,8 @@ class PortMap:
         except OSError:
             client.close()
             return
+        for s in (client, upstream):  # idle connections (the sidecars' long polls) stay open
+            s.settimeout(None)
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -584,6 +593,7 @@ class Scenario:
         self.admin = secrets.token_hex(16)
         self.servers = []
         self.secret_values = {}  # vault path (under secret/) -> {key: value}
+        self.tried_tokens = []  # agents' tokens put to the controller (each refusal is logged)
 
     # ---- cluster ---------------------------------------------------------------------------------
     def start(self, objects):
@@ -624,7 +634,8 @@ class Scenario:
         with open(self.logs / "apiserver.log", "ab") as log:
             proc, url = support.start_apiserver(self.admin, ["--host", net.ip(net.API), "--port", "443",
                                                             "--tls-cert", cert_file, "--tls-key", key_file],
-                                                seed, stderr=log)
+                                                seed, stderr=log, start_new_session=True,
+                                                preexec_fn=die_with_parent)
         children.append(proc)
         self.api_url = url
         self.api = support.Client(url, token=self.admin, context=ssl.create_default_context(cadata=self.cluster_ca_pem))
@@ -938,6 +949,29 @@ def judge_calls(sc, label, kpod, pod, container, process, keyward_proxy):
                   "route for it (403 no_route; unmatched: deny)", got)
 
 
+def controller_call(sc, method, path, token=None, body=None):
+    """A call to the controller's Service as a pod makes it (its DNS name, trusting the controller CA)."""
+    ca = sc.settings.get("controller_ca") or unb64(sc.objects["Secret"][f"{CONTROLLER}-tls"]["data"]["ca.crt"])
+    conn = admission._Https(f"{CONTROLLER}.{NAMESPACE}.svc", sc.net.ip(sc.net.CONTROLLER_SVC), 443,
+                            ssl.create_default_context(cadata=ca), 10)
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def csr_pem():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def scan_agent(sc, label, kpod, container, process):
     """The agent container's env and mounts: no real secret, no keyward/vault-audience or Vault-accepted token,
     no private key."""
@@ -973,13 +1007,19 @@ def scan_agent(sc, label, kpod, container, process):
                 problems.append(f"{where_} holds a token of audience {aud}")
     vault = support.Client(sc.vault_url, context=ssl.create_default_context(cafile=str(
         pathlib.Path(sc.tmp) / "image-ca-certificates.crt")))
+    auth = config_of(sc, kpod.obj)[1]["secrets"]["vault"]["auth"]["kubernetes"]
     for where_, token, aud in tokens:
-        status, _ = vault.request("POST", "/v1/auth/kubernetes/login", {"role": "keyward", "jwt": token}, token=None)
+        status, _ = vault.request("POST", f"/v1/auth/{auth.get('mount', 'kubernetes')}/login",
+                                  {"role": auth["role"], "jwt": token}, token=None)
         if status == 200:
             problems.append(f"{where_}: Vault accepts its token (audience {aud})")
+        sc.tried_tokens.append(token)
+        status, _ = controller_call(sc, "POST", "/v1/certificate", token, {"csr": csr_pem()})
+        if status != 401:
+            problems.append(f"{where_}: the controller answers {status} to its token (audience {aud})")
     check(not problems, f"{where}: env and mounts hold no real secret, no token of audience "
-          f"{'/'.join(sorted(audiences))} nor any Vault accepts ({len(tokens)} token(s) found, all refused), "
-          "no private key", problems)
+          f"{'/'.join(sorted(audiences))} and none Vault or the controller accepts ({len(tokens)} token(s) "
+          "found, all refused by both), no private key", problems)
 
 
 def load_p12(data):
@@ -1080,10 +1120,15 @@ def run_pod(sc, label, user, pod):
               | {"keyward.dev/env-kept": annotations.get("keyward.dev/env-kept")})
     ports_free(where)
     kpod = sc.kubelet.pod(stored, sc.net.pod_ip(), f"{label}")
-    codes = {}
+    codes, started = {}, False
     try:
-        kpod.setup_volumes()
-        ready = kpod.start_init(limit=30)
+        try:
+            kpod.setup_volumes()
+            ready = kpod.start_init(limit=SIDECAR_LIMIT)
+        except kl.PodFailure as e:
+            # The other pods of this scenario would fail alike, each after the same wait.
+            raise Fatal(f"{where}: the pod does not start (the scenario's other pods are not run): {e}")
+        started = True
         check_sidecar(sc, label, kpod, stored, ready["keyward"])
         for c in pod["spec"].get("initContainers") or []:
             p = kpod.processes[c["name"]]
@@ -1110,7 +1155,11 @@ def run_pod(sc, label, user, pod):
     finally:
         started = time.monotonic()
         codes = kpod.stop(grace=10)
-    if "keyward" in codes:
+    if started:
+        noisy = [line for line in kpod.processes["keyward"].stderr().splitlines()
+                 if '"level":"WARN"' in line or '"level":"ERROR"' in line]
+        check(not noisy, f"{where}: the sidecar logged no warning or error", "\n" + "\n".join(noisy[:5]))
+    if started and "keyward" in codes:
         check(codes["keyward"] == 0 and time.monotonic() - started < 10,
               f"{where}: after the agents exit, the sidecar stops on SIGTERM (exit {codes['keyward']}) in "
               f"{time.monotonic() - started:.1f} s: the pod (a Job's too) completes", codes)
@@ -1144,7 +1193,7 @@ def run_manifest(sc):
     kpod = sc.kubelet.pod(stored, sc.net.pod_ip(), label)
     try:
         kpod.setup_volumes()
-        ready = kpod.start_init(limit=30)
+        ready = kpod.start_init(limit=SIDECAR_LIMIT)
         check_sidecar(sc, label, kpod, stored, ready["keyward"])
         for c in stored["spec"]["containers"]:
             p = kpod.start(c)
@@ -1218,6 +1267,15 @@ def check_configs(label, objects, tmp):
                       "policies/)")
 
 
+def check_upstream(sc):
+    """Everything the upstream received came through Keyward: a real secret, never a placeholder."""
+    reals = {v for values in sc.secret_values.values() for v in values.values()}
+    bad = [r for r in sc.upstream.requests
+           if not any(real in (r.get("authorization") or "") + (r.get("x-api-key") or "") for real in reals)]
+    check(not bad, f"{sc.label}: each of the {len(sc.upstream.requests)} requests the upstream received carried a "
+          "real secret (none came directly with a placeholder)", [(r["call"], r["host"], r["path"]) for r in bad])
+
+
 def kubelet_refuses_other_namespaces(sc):
     """The kubelet's own test: what the first chart's patch did (a Secret of the chart's namespace in an agent
     pod) fails, naming the volume."""
@@ -1261,6 +1319,16 @@ def run_all(tmp, pki, a, b):
             if label == "realistic":
                 run_manifest(sc)
                 kubelet_refuses_other_namespaces(sc)
+            check_upstream(sc)
+            log = sc.controller.stderr()
+            refused = [line for line in log.splitlines() if '"reason":"token_refused"' in line]
+            noisy = [line for line in log.splitlines() if ('"level":"WARN"' in line or '"level":"ERROR"' in line)
+                     and line not in refused]
+            check(not noisy and len(refused) == len(sc.tried_tokens),
+                  f"{label}: the controller logged no warning or error but the {len(sc.tried_tokens)} refusals of "
+                  "the agents' tokens", "\n" + "\n".join(noisy[:5]) + f"\n({len(refused)} refusals)")
+            check(not any(token in log for token in sc.tried_tokens),
+                  f"{label}: and none of those tokens is in its log")
         except Fatal as e:
             check(False, f"{label}: the simulation", e)
         finally:
@@ -1274,6 +1342,7 @@ def run_all(tmp, pki, a, b):
 
 def main():
     started = time.monotonic()
+    atexit.register(cleanup)
     def stop(why):
         def handler(*_):
             raise Fatal(why)

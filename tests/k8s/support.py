@@ -30,8 +30,9 @@ def check(condition, message):
         fail(message)
 
 
-def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
-    """Starts tests/k8s/apiserver.py on a free port; returns (process, url) once it printed its ready line."""
+def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None, **popen):
+    """Starts tests/k8s/apiserver.py on a free port; returns (process, url) once it printed its ready line.
+    `popen`: more subprocess.Popen arguments."""
     args = [sys.executable, os.path.join(HERE, "apiserver.py"), "--port", "0", "--admin-token", admin_token,
             *extra_args]
     if seed is not None:
@@ -39,7 +40,7 @@ def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
         with os.fdopen(fd, "w") as f:
             json.dump(seed, f)
         args += ["--seed", path]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, **popen)
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     if not ready:
         proc.kill()
