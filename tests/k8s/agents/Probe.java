@@ -8,7 +8,8 @@ import java.net.http.HttpResponse;
 import java.time.Duration;
 
 public class Probe {
-    static final String BODY = "{\"model\":\"podsim\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    static final String BODY =
+        "{\"model\":\"podsim\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
 
     static String quote(String s) {
         StringBuilder b = new StringBuilder("\"");
@@ -34,7 +35,8 @@ public class Probe {
                     r.header("x-api-key", anthropic).header("anthropic-version", "2023-06-01");
                 }
                 if (method.equals("POST") || method.equals("PUT")) {
-                    r.header("Content-Type", "application/json").method(method, HttpRequest.BodyPublishers.ofString(BODY));
+                    r.header("Content-Type", "application/json")
+                        .method(method, HttpRequest.BodyPublishers.ofString(BODY));
                 } else {
                     r.method(method, HttpRequest.BodyPublishers.noBody());
                 }

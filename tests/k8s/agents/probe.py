@@ -6,8 +6,8 @@ placeholder variables. `--client requests` (Python requests) or `--client curl` 
 
 AUTH: openai (Authorization: Bearer $OPENAI_API_KEY), anthropic (x-api-key: $ANTHROPIC_API_KEY), sa (the pod's
 service-account token and CA, as Kubernetes clients call the API) or none; with `-direct` (openai-direct), the
-call ignores the proxy variables (a runtime that bypasses Keyward). Every call carries `x-podsim-call: ID`. Prints one JSON line per call: id, status (0 when the call failed), body (its start),
-error.
+call ignores the proxy variables (a runtime that bypasses Keyward). Every call carries `x-podsim-call: ID`.
+Prints one JSON line per call: id, status (0 when the call failed), body (its start), error.
 """
 import json
 import os
