@@ -77,6 +77,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 import warnings
 
@@ -128,6 +129,10 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 class Fatal(Exception):
     """A setup step failed: the scenario cannot go on."""
+
+
+class Stop(BaseException):
+    """Out of time, or terminated: nothing more runs (not caught where a scenario's Fatal is)."""
 
 
 passed, failed = 0, []
@@ -1364,7 +1369,7 @@ def main():
     atexit.register(cleanup)
     def stop(why):
         def handler(*_):
-            raise Fatal(why)
+            raise Stop(why)
         return handler
     signal.signal(signal.SIGALRM, stop(f"the simulation took over {BUDGET} s"))
     signal.signal(signal.SIGTERM, stop("terminated (SIGTERM)"))
@@ -1387,8 +1392,10 @@ def main():
     try:
         pki = build_images(tmp)
         run_all(tmp, pki, a, b)
-    except Fatal as e:
+    except (Fatal, Stop) as e:
         check(False, "the simulation stopped", e)
+    except Exception:  # noqa: BLE001 - a bug of the simulator itself: say so, then clean up
+        check(False, "the simulation crashed", traceback.format_exc())
     finally:
         signal.alarm(0)
         cleanup()
