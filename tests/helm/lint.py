@@ -49,14 +49,10 @@ import subprocess
 import sys
 import tempfile
 
-# The release driver is chosen when the Helm library loads: it has to be in the environment from the start.
-if os.environ.get("HELM_DRIVER") != "memory":
-    os.environ["HELM_DRIVER"] = "memory"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import helm_sdkpy  # noqa: E402
+import keyward_chart  # noqa: E402
+
+helm_sdkpy = keyward_chart.setup(sys.argv[1])  # may re-execute this script with HELM_DRIVER=memory
 import jsonschema  # noqa: E402
 import yaml  # noqa: E402
 from cryptography import x509  # noqa: E402
@@ -109,34 +105,11 @@ def bad_values(edit):
         return lint(bad)
 
 
-class Release:
-    """The chart installed (then possibly upgraded) against a fake API; `objects` as Helm created them."""
+class Release(keyward_chart.Release):
+    """The chart installed as release kw in namespace keyward (see tests/helm/keyward_chart.py)."""
 
     def __init__(self, values=None, api=None):
-        self.api = api or FakeApi().start()
-        self.config = helm_sdkpy.Configuration(namespace=NAMESPACE, kubeconfig=self.api.kubeconfig)
-        self.result = asyncio.run(helm_sdkpy.Install(self.config).run(
-            RELEASE, str(CHART), values=values, wait=False, timeout=60))
-
-    def upgrade(self, values=None):
-        self.result = asyncio.run(helm_sdkpy.Upgrade(self.config).run(
-            RELEASE, str(CHART), values=values, wait=False, timeout=60, server_side_apply=False))
-
-    @property
-    def objects(self):
-        """[(collection path, object)]"""
-        return [(collection, obj) for (collection, _), obj in sorted(self.api.objects.items())]
-
-    def get(self, kind, name):
-        found = [o for _, o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
-        return found[0] if found else None
-
-    def secret(self, name, key):
-        data = (self.get("Secret", name) or {}).get("data") or {}
-        return base64.b64decode(data[key]).decode() if key in data else None
-
-    def stop(self):
-        self.api.stop()
+        super().__init__(values, api=api, name=RELEASE, namespace=NAMESPACE, chart=CHART)
 
 
 def rust_fields(path, struct):

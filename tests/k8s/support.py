@@ -1,4 +1,4 @@
-"""Helpers shared by the scripts in tests/k8s: start the API stand-in, make a test CA, talk HTTP(S)."""
+"""Helpers shared by the scripts in tests/k8s: start the API stand-in, make test CAs and certificates, talk HTTP(S)."""
 
 import datetime
 import http.client
@@ -30,8 +30,9 @@ def check(condition, message):
         fail(message)
 
 
-def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
-    """Starts tests/k8s/apiserver.py on a free port; returns (process, url) once it printed its ready line."""
+def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None, **popen):
+    """Starts tests/k8s/apiserver.py on a free port; returns (process, url) once it printed its ready line.
+    `popen`: more subprocess.Popen arguments."""
     args = [sys.executable, os.path.join(HERE, "apiserver.py"), "--port", "0", "--admin-token", admin_token,
             *extra_args]
     if seed is not None:
@@ -39,7 +40,7 @@ def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
         with os.fdopen(fd, "w") as f:
             json.dump(seed, f)
         args += ["--seed", path]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, **popen)
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     if not ready:
         proc.kill()
@@ -49,35 +50,55 @@ def start_apiserver(admin_token, extra_args=(), seed=None, stderr=None):
     return proc, json.loads(line)["url"]
 
 
+def make_ca(name, days=1):
+    """A CA that may sign leaves and intermediates (ECDSA P-256): (certificate, key)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def make_leaf(ca, name, dns=(), ips=(), hours=1):
+    """A server certificate signed by `ca` (a make_ca pair) for these names and addresses: (certificate, key)."""
+    ca_cert, ca_key = ca
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=hours))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert, key
+
+
+def pem(cert_or_key):
+    """PEM text of a certificate or (PKCS#8, unencrypted) private key."""
+    if isinstance(cert_or_key, x509.Certificate):
+        return cert_or_key.public_bytes(serialization.Encoding.PEM).decode()
+    return cert_or_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+
+
 def make_tls(directory, ip="127.0.0.1", dns=()):
     """A CA and a leaf for `ip` and the names in `dns` (ECDSA P-256, one hour); returns the paths (ca.crt,
     tls.crt, tls.key)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(minutes=1), now + datetime.timedelta(hours=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyward test cluster CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    leaf = (x509.CertificateBuilder().subject_name(leaf_name).issuer_name(ca_name).public_key(leaf_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)),
-                                                         *(x509.DNSName(n) for n in dns)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = make_ca("keyward test cluster CA")
+    leaf, leaf_key = make_leaf(ca, "kube-apiserver", dns=dns, ips=[ip])
     paths = tuple(os.path.join(directory, n) for n in ("ca.crt", "tls.crt", "tls.key"))
-    for path, data in zip(paths, (ca.public_bytes(serialization.Encoding.PEM),
-                                  leaf.public_bytes(serialization.Encoding.PEM),
-                                  leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))):
-        with open(path, "wb") as f:
+    for path, data in zip(paths, (pem(ca[0]), pem(leaf), pem(leaf_key))):
+        with open(path, "w") as f:
             f.write(data)
     return paths
 
