@@ -6,20 +6,26 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::idle::{Counted, Idle, OnConnection};
+use super::rewind::Rewind;
 use super::{pipeline, Live, ProxyState, Scheme, Target};
 use crate::listener::Slot;
 use crate::route::{normalize_host, split_host_port, valid_host};
 use crate::telemetry::metrics::ConnectionGuard;
 use crate::upstream::{Body, UpstreamError};
+
+/// The first byte of a TLS record carrying a handshake message (the ClientHello).
+pub(super) const TLS_HANDSHAKE: u8 = 0x16;
 
 /// What an agent connection holds for as long as it lives, tunnels it opened included: its place under
 /// `limits.max_connections` and its count in `keyward_open_connections`.
@@ -119,12 +125,30 @@ pub(super) async fn unmatched_tunnel(state: &ProxyState, target: &Target) -> Res
     }
 }
 
-/// Terminates the agent's TLS with a leaf for the target and serves HTTP/1.1 or HTTP/2 inside it. The
-/// connection's limits and kill switch come from `state` (the process's; a reload does not change them).
-pub(super) async fn intercept_tunnel<IO>(live: Arc<Live>, state: Arc<ProxyState>, target: Target, io: IO)
+/// Terminates the agent's TLS with a leaf for the target and serves HTTP/1.1 or HTTP/2 inside it. A tunnel
+/// whose first byte is not a TLS handshake carries plain HTTP (Node sends `http://` URLs through CONNECT):
+/// its requests are served as `http://` requests to the target. The connection's limits and kill switch come
+/// from `state` (the process's; a reload does not change them).
+pub(super) async fn intercept_tunnel<IO>(live: Arc<Live>, state: Arc<ProxyState>, target: Target, mut io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(state.agent_tls_timeout, io.read(&mut first)).await;
+    if !matches!(read, Ok(Ok(1))) {
+        tracing::debug!(host = %target.host, "tunnel closed or silent before its first byte");
+        return;
+    }
+    let io = Rewind::new(Bytes::copy_from_slice(&first), io);
+    if first[0] != TLS_HANDSHAKE {
+        let label = format!("{} (plain HTTP in CONNECT)", target.host);
+        let target = Arc::new(Target {
+            scheme: Scheme::Http,
+            ..target
+        });
+        serve_requests(live, state, TokioIo::new(io), &label, move |_| Ok(target.clone())).await;
+        return;
+    }
     let tls = match crate::tls::accept::accept(io, &target.host, &state.leaves, state.agent_tls_timeout).await {
         Ok(tls) => tls,
         Err(e) => {

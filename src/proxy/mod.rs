@@ -9,6 +9,7 @@ mod headers;
 mod idle;
 pub mod inflate;
 pub mod pipeline;
+mod rewind;
 pub mod runtime;
 pub(crate) mod scrubbing;
 pub mod transparent;

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use rustls::server::Acceptor;
 use tokio::net::TcpStream;
 
-use super::connect::{intercept_tunnel, serve_requests, splice, unmatched_tunnel, Held};
+use super::connect::{intercept_tunnel, serve_requests, splice, unmatched_tunnel, Held, TLS_HANDSHAKE};
 use super::error::ProxyError;
 use super::{Live, ProxyState, Scheme, Target, Unmatched};
 use crate::listener::Slot;
@@ -189,7 +189,7 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<First> {
 /// `None` while the bytes so far could still become a ClientHello or a request line.
 fn classify(bytes: &[u8]) -> Option<First> {
     match bytes.first()? {
-        0x16 => client_hello_sni(bytes),
+        &TLS_HANDSHAKE => client_hello_sni(bytes),
         b'A'..=b'Z' => request_line(bytes),
         _ => Some(First::Other),
     }

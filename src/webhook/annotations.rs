@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::mutate::{AGENT_ID, CONFIG, CONTAINERS, CPU, EXCLUDE, INJECT, MEMORY, NATIVE};
+use super::mutate::{AGENT_ID, CAPTURE, CONFIG, CONTAINERS, CPU, EXCLUDE, INJECT, MEMORY, NATIVE};
 
 /// Checks the `keyward.dev/*` annotations of a pod that asks for injection. A bad value refuses admission
 /// with this message rather than reach the pod spec, where the API server would refuse it less clearly (or
@@ -19,6 +19,9 @@ pub fn check_annotations(pod: &Value) -> Result<(), String> {
         return Ok(());
     }
     boolean(NATIVE)?;
+    if let Some(other) = annotation(CAPTURE).filter(|v| !["transparent", "none"].contains(v)) {
+        return Err(format!("{CAPTURE}: `{other}` must be \"transparent\" or \"none\""));
+    }
     for key in [CPU, MEMORY] {
         if let Some(value) = annotation(key).filter(|v| !quantity(v)) {
             return Err(format!(
@@ -95,9 +98,10 @@ mod tests {
         assert!(refused(json!({ INJECT: "true", CONFIG: "../x" })).contains("not a configuration name"));
         assert!(refused(json!({ INJECT: "true", AGENT_ID: "a b" })).contains(AGENT_ID));
         assert!(refused(json!({ INJECT: "true", NATIVE: "no" })).contains(NATIVE));
+        assert!(refused(json!({ INJECT: "true", CAPTURE: "iptables" })).contains(CAPTURE));
         for ok in [
             json!({ INJECT: "true", MEMORY: "128Mi", CPU: "250m", CONTAINERS: "agent", CONFIG: "sales-bot" }),
-            json!({ INJECT: "true", CPU: "0.5", EXCLUDE: "tool", AGENT_ID: "sales_bot.v2" }),
+            json!({ INJECT: "true", CPU: "0.5", EXCLUDE: "tool", AGENT_ID: "sales_bot.v2", CAPTURE: "transparent" }),
             json!({ INJECT: "false", MEMORY: "lots" }),
             json!({}),
         ] {

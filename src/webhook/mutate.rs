@@ -28,6 +28,9 @@ pub const EXCLUDE: &str = "keyward.dev/exclude-containers";
 pub const NATIVE: &str = "keyward.dev/native-sidecar";
 pub const CPU: &str = "keyward.dev/cpu";
 pub const MEMORY: &str = "keyward.dev/memory";
+/// `transparent`: an init container redirects the pod's outbound TCP to the sidecar (iptables), so clients
+/// that ignore the proxy variables go through Keyward too. `none` (default): proxy variables only.
+pub const CAPTURE: &str = "keyward.dev/capture";
 /// The Keyward version that injected the pod.
 pub const VERSION: &str = "keyward.dev/version";
 
@@ -36,6 +39,9 @@ pub const VERSION: &str = "keyward.dev/version";
 pub const VAULT_TOKEN: &str = "/var/run/secrets/keyward/vault/token";
 
 const SIDECAR: &str = "keyward";
+const CAPTURE_CONTAINER: &str = "keyward-capture";
+/// The sidecar's uid: the one connection owner the capture rules leave alone.
+const SIDECAR_UID: u32 = 65532;
 /// The sidecar's own directory; only the sidecar mounts it. The admin token it generates is written here.
 const RUN_DIR: &str = "/var/run/keyward";
 const ADMIN_TOKEN: &str = "/var/run/keyward/admin.token";
@@ -53,6 +59,8 @@ const CONFIG_VOLUME: &str = "keyward-config";
 const TRUST_VOLUME: &str = "keyward-trust";
 const CONTROLLER_TOKEN_VOLUME: &str = "keyward-controller-token";
 const VAULT_TOKEN_VOLUME: &str = "keyward-vault-token";
+/// iptables' lock file under /run, for the capture container (its root filesystem is read-only).
+const CAPTURE_RUN_VOLUME: &str = "keyward-capture-run";
 
 pub use super::settings::Settings;
 
@@ -80,8 +88,9 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
         .unwrap_or_else(|| "agent".into());
     let config = annotation(CONFIG).unwrap_or(&settings.default_config);
 
+    let capture = annotation(CAPTURE) == Some("transparent");
     let expiration = settings.token_expiration_seconds;
-    let volumes = vec![
+    let mut volumes = vec![
         // Only the sidecar mounts these two; it writes its admin token and its fetched configuration there.
         json!({ "name": RUN_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "64Ki" } }),
         json!({ "name": CONFIG_VOLUME, "emptyDir": { "sizeLimit": "4Mi" } }),
@@ -90,6 +99,9 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
         token_volume(CONTROLLER_TOKEN_VOLUME, &settings.controller_audience, expiration),
         token_volume(VAULT_TOKEN_VOLUME, &settings.vault_audience, expiration),
     ];
+    if capture {
+        volumes.push(json!({ "name": CAPTURE_RUN_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }));
+    }
     append(&mut ops, pod.pointer("/spec/volumes"), "/spec/volumes", &volumes);
 
     let sidecar = sidecar(settings, &agent_id, config, native, annotation(CPU), annotation(MEMORY));
@@ -103,16 +115,33 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
     } else {
         ops.push(json!({ "op": "add", "path": "/spec/containers/0", "value": sidecar }));
     }
+    if capture {
+        // Before everything, the sidecar included: no container of the pod opens a connection uncaptured.
+        let init = capture_container(settings);
+        match (native, pod.pointer("/spec/initContainers").and_then(Value::as_array)) {
+            (false, None) => ops.push(json!({ "op": "add", "path": "/spec/initContainers", "value": [init] })),
+            _ => ops.push(json!({ "op": "add", "path": "/spec/initContainers/0", "value": init })),
+        }
+    }
 
     let only: Option<Vec<&str>> = annotation(CONTAINERS).map(|v| v.split(',').map(str::trim).collect());
     let excluded: Vec<&str> = annotation(EXCLUDE).map_or_else(Vec::new, |v| v.split(',').map(str::trim).collect());
-    let containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    // Classic mode shifts the agent containers one place down.
-    let shift = usize::from(!native);
+    // The pod's containers, with the path each has after the sidecar (and the capture container) went in
+    // before them. A native sidecar is up before the pod's own init containers run, so they are agents too;
+    // a classic one starts only after them.
+    let at = |list: &str, shift: usize| {
+        pod.pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(move |(i, c)| (format!("/spec/{list}/{}", i + shift), c.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut containers = at("containers", usize::from(!native));
+    if native {
+        containers.extend(at("initContainers", 1 + usize::from(capture)));
+    }
     let no_proxy: Vec<String> = settings
         .no_proxy
         .split(',')
@@ -130,12 +159,11 @@ pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
     // Variables the agent sets itself, left alone: named in an annotation so the pod's owner can see why
     // a container does not go through Keyward.
     let mut kept: Vec<String> = Vec::new();
-    for (i, container) in containers.iter().enumerate() {
+    for (base, container) in &containers {
         let name = container.get("name").and_then(Value::as_str).unwrap_or("");
         if excluded.contains(&name) || only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let base = format!("/spec/containers/{}", i + shift);
         let existing: Vec<&str> = container
             .get("env")
             .and_then(Value::as_array)
@@ -259,8 +287,8 @@ fn sidecar(
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": true,
-            "runAsUser": 65532,
-            "runAsGroup": 65532,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
             "capabilities": { "drop": ["ALL"] },
@@ -271,6 +299,54 @@ fn sidecar(
         container["restartPolicy"] = json!("Always");
     }
     container
+}
+
+/// The init container of `keyward.dev/capture: transparent`: `keyward iptables install` as root with
+/// NET_ADMIN and NET_RAW and no other capability, done before any other container starts.
+fn capture_container(settings: &Settings) -> Value {
+    let c = &settings.capture;
+    let list = |items: &[String]| items.join(",");
+    let mut args = vec![
+        "iptables".to_string(),
+        "install".into(),
+        "--proxy-uid".into(),
+        SIDECAR_UID.to_string(),
+        "--proxy-port".into(),
+        c.port.to_string(),
+    ];
+    let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
+    let exclude_ports: Vec<String> = c.exclude_ports.iter().map(u16::to_string).collect();
+    for (flag, value) in [
+        ("--ports", list(&ports)),
+        ("--exclude-cidrs", list(&c.exclude_cidrs)),
+        ("--exclude-ports", list(&exclude_ports)),
+    ] {
+        if !value.is_empty() {
+            args.extend([flag.to_string(), value]);
+        }
+    }
+    if c.drop_quic {
+        args.push("--drop-quic".into());
+    }
+    json!({
+        "name": CAPTURE_CONTAINER,
+        "image": c.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "volumeMounts": [{ "name": CAPTURE_RUN_VOLUME, "mountPath": "/run" }],
+        "resources": {
+            "requests": { "cpu": "10m", "memory": "16Mi" },
+            "limits": { "memory": "32Mi" },
+        },
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+    })
 }
 
 /// JSON Pointer escaping (RFC 6901) of one path segment.
@@ -755,6 +831,84 @@ env:
             json!({ "containers": [{ "name": "agent" }] }),
         ));
         assert_eq!(out["metadata"]["annotations"][VERSION], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn capture_adds_a_first_init_container_with_net_admin_only() {
+        let mut s = settings();
+        s.capture.exclude_cidrs = vec!["10.96.0.0/12".into()];
+        let out = injected_with(
+            &pod(
+                json!({ INJECT: "true", CAPTURE: "transparent" }),
+                json!({ "initContainers": [{ "name": "migrate", "image": "m" }], "containers": [{ "name": "agent" }] }),
+            ),
+            &s,
+        );
+        let inits: Vec<&str> = out["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            inits,
+            ["keyward-capture", "keyward", "migrate"],
+            "capture first, then the sidecar"
+        );
+        let capture = &out["spec"]["initContainers"][0];
+        assert_eq!(
+            capture["args"],
+            json!([
+                "iptables",
+                "install",
+                "--proxy-uid",
+                "65532",
+                "--proxy-port",
+                "15001",
+                "--exclude-cidrs",
+                "10.96.0.0/12",
+                "--drop-quic"
+            ])
+        );
+        let sc = &capture["securityContext"];
+        assert_eq!(
+            sc["capabilities"],
+            json!({ "drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"] })
+        );
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert!(capture.get("restartPolicy").is_none(), "it runs once, to completion");
+        assert_eq!(
+            out["spec"]["initContainers"][1]["securityContext"]["runAsUser"], 65532,
+            "the uid the rules exempt is the sidecar's"
+        );
+        // The proxy variables stay: clients that honour them use the CONNECT listener, the rest are captured.
+        assert!(env(&out["spec"]["containers"][0], "HTTPS_PROXY").is_some());
+        // Without the annotation: no capture container, no extra volume.
+        let plain = injected(&pod(
+            json!({ INJECT: "true" }),
+            json!({ "containers": [{ "name": "agent" }] }),
+        ));
+        assert_eq!(plain["spec"]["initContainers"].as_array().unwrap().len(), 1);
+        assert!(!plain.to_string().contains("keyward-capture"));
+    }
+
+    #[test]
+    fn init_containers_after_a_native_sidecar_go_through_it_too() {
+        let out = injected(&pod(
+            json!({ INJECT: "true" }),
+            json!({ "initContainers": [{ "name": "fetch-model", "image": "f" }], "containers": [{ "name": "agent" }] }),
+        ));
+        let init = &out["spec"]["initContainers"][1];
+        assert_eq!(init["name"], "fetch-model");
+        assert_eq!(env(init, "HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
+        // A classic sidecar is not running while init containers run: they are left alone.
+        let classic = injected(&pod(
+            json!({ INJECT: "true", NATIVE: "false" }),
+            json!({ "initContainers": [{ "name": "fetch-model", "image": "f" }], "containers": [{ "name": "agent" }] }),
+        ));
+        assert!(env(&classic["spec"]["initContainers"][0], "HTTPS_PROXY").is_none());
+        assert!(env(&classic["spec"]["containers"][1], "HTTPS_PROXY").is_some());
     }
 
     #[test]

@@ -50,6 +50,53 @@ pub struct Settings {
     pub cpu: String,
     #[serde(default = "default_memory")]
     pub memory: String,
+    /// What `keyward.dev/capture: transparent` adds to a pod.
+    #[serde(default)]
+    pub capture: Capture,
+}
+
+/// The init container that writes the pod's iptables rules (`keyward iptables install`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    /// An image with `keyward` and `iptables` (deploy/Dockerfile's `capture` stage): the sidecar's image
+    /// has no iptables.
+    #[serde(default = "default_capture_image")]
+    pub image: String,
+    /// The sidecar's `transparent.listen` port (the chart's proxy configurations listen on it).
+    #[serde(default = "default_transparent_port")]
+    pub port: u16,
+    /// Only these destination ports are captured; empty: all TCP.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Destinations never captured: the pod and service CIDRs, when in-cluster traffic should go direct.
+    #[serde(default)]
+    pub exclude_cidrs: Vec<String>,
+    #[serde(default)]
+    pub exclude_ports: Vec<u16>,
+    /// Reject outbound UDP 443 so QUIC falls back to TCP, which is captured.
+    #[serde(default = "default_true")]
+    pub drop_quic: bool,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self {
+            image: default_capture_image(),
+            port: default_transparent_port(),
+            ports: Vec::new(),
+            exclude_cidrs: Vec::new(),
+            exclude_ports: Vec::new(),
+            drop_quic: true,
+        }
+    }
+}
+
+fn default_capture_image() -> String {
+    format!("ghcr.io/keyward/keyward-capture:{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_transparent_port() -> u16 {
+    15001
 }
 
 impl Settings {

@@ -245,3 +245,34 @@ routes:
         "plain HTTP to a private name is forwarded: {reply:?}"
     );
 }
+
+/// Node's env proxy (and curl's `--proxytunnel`) send `http://` URLs through CONNECT too: a tunnel whose first
+/// byte is not a TLS handshake carries plain HTTP, served as an `http://` request to the CONNECT target, under
+/// the same rules (`allow_plain_http` for credentials).
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_inside_a_connect_tunnel_is_served_as_http() {
+    let echo = Echo::http().await;
+    let extra = |plain: bool| {
+        format!(
+            "routes:\n  - name: plain\n    hosts: [\"localhost:*\"]\n    allow_private: true\n    allow_plain_http: {plain}\n    credentials:\n      - placeholder: kw-placeholder-openai\n        secret: openai_key\n        header: Authorization\n        format: \"Bearer {{secret}}\"\n"
+        )
+    };
+    let url = format!("http://localhost:{}/tunnelled", echo.port());
+    let allowed = Proxy::spawn(&extra(true)).await;
+    let reply = curl(&allowed, &["-p", "-H", "Authorization: kw-placeholder-openai", &url]).await;
+    assert_eq!(reply.connect_status, 200, "{reply:?}");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let got = echo.requests();
+    assert_eq!(got[0].path, "/tunnelled");
+    assert_eq!(
+        got[0].header("authorization").unwrap(),
+        format!("Bearer {}", crate::support::secret("openai_key"))
+    );
+    let strict = Proxy::spawn(&extra(false)).await;
+    let reply = curl(&strict, &["-p", "-H", "Authorization: kw-placeholder-openai", &url]).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.json()["error"], "plaintext_credential");
+    let reply = curl(&strict, &["-p", &format!("http://other.keyward.test:{}/", echo.port())]).await;
+    assert_eq!(reply.json()["error"], "no_route", "{reply:?}");
+    assert_eq!(echo.requests().len(), 1);
+}

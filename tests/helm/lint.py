@@ -741,11 +741,18 @@ def check_release_files():
     froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
     final = lines[max(i for i, l in enumerate(lines) if l.startswith("FROM ")):]
     copies = [l for l in final if l.startswith("COPY")]
-    check(len(froms) == 2 and re.fullmatch(r"rust:[0-9.]+-bookworm", froms[0].replace("${RUST_VERSION}", "1"))
-          and re.match(r"(gcr\.io/distroless/[a-z]+-debian12|debian:bookworm)", froms[1])
+    check(len(froms) == 3 and re.fullmatch(r"rust:[0-9.]+-bookworm", froms[0].replace("${RUST_VERSION}", "1"))
+          and re.match(r"(gcr\.io/distroless/[a-z]+-debian12|debian:bookworm)", froms[-1])
           and "USER 65532:65532" in final and len(copies) == 1 and copies[0].startswith("COPY --from=build "),
           "deploy/Dockerfile: a rust:*-bookworm builder, a Debian-based runtime as uid 65532 with the binary only",
           (froms, copies))
+    capture = lines[lines.index(next(l for l in lines if l.endswith(" AS capture"))):]
+    capture = capture[:next(i for i, l in enumerate(capture[1:], 1) if l.startswith("FROM "))]
+    check(capture[0] == "FROM debian:bookworm-slim AS capture" and any("install" in l and "iptables" in l for l in capture)
+          and any(l.startswith("COPY --from=build ") for l in capture)
+          and "target: capture" in WORKFLOW.read_text() and "${{ env.IMAGE }}-capture" in WORKFLOW.read_text(),
+          "deploy/Dockerfile's capture stage (keyward + Debian's iptables) is what release.yml pushes as <image>-capture",
+          capture)
     sources = set(re.findall(r'^source = "([^"]+)"', (ROOT / "Cargo.lock").read_text(), re.M))
     check(sources == {"registry+https://github.com/rust-lang/crates.io-index"},
           "Cargo.lock: every dependency comes from crates.io", sources)

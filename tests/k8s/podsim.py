@@ -953,17 +953,9 @@ def judge_calls(sc, label, kpod, pod, container, process, keyward_proxy):
         if direct:
             check(status == 200 and len(seen) == 1,
                   f"{where}: {url} goes directly to the in-cluster service, as the proxy settings say", got)
-        elif runtime == "node" and scheme == "http":
-            # Node's env proxy (undici) sends http:// URLs through CONNECT too; Keyward terminates TLS in every
-            # tunnel it intercepts, so a plain-HTTP request there fails its handshake (reported; see the README
-            # of this test: src/proxy/connect.rs, intercept_tunnel).
-            log = kpod.processes["keyward"].stderr()
-            check(status == 0 and not seen and "HTTPParserError" in got.get("error", "")
-                  and f'"message":"agent TLS handshake refused","host":"{host}"' in log,
-                  f"{where}: {url} is not exempted by the proxy settings: it goes to Keyward, in a CONNECT tunnel "
-                  "(Node tunnels http:// too), where Keyward expects TLS: refused with a protocol error, not 403 "
-                  "no_route (known gap, src/proxy/connect.rs), and never reaches the service", got)
         else:
+            # Node's env proxy sends http:// URLs through CONNECT too: Keyward serves a tunnel that does not
+            # start with a TLS handshake as plain HTTP, so Node gets the same answer as the others.
             check(status == 403 and "no_route" in body and not seen,
                   f"{where}: {url} is not exempted by the proxy settings: it goes to Keyward, which has no "
                   "route for it (403 no_route; unmatched: deny)", got)
@@ -1154,8 +1146,9 @@ def run_pod(sc, label, user, pod):
         for c in pod["spec"].get("initContainers") or []:
             p = kpod.processes[c["name"]]
             proxy_vars = sorted(k for k in p.env if k.lower().endswith("_proxy"))
-            check(p.proc.returncode == 0, f"{where}: init container {c['name']} ran after the sidecar, "
-                  f"to completion (its env as written: proxy variables {proxy_vars or 'none'})")
+            check(p.proc.returncode == 0 and {"HTTPS_PROXY", "https_proxy", "NO_PROXY"} <= set(proxy_vars),
+                  f"{where}: init container {c['name']} ran after the sidecar, to completion, with the proxy "
+                  f"variables (the native sidecar is up before it: {proxy_vars})")
             if c["name"] == "wait-for-redis":
                 lines = [json.loads(x) for x in p.stdout().splitlines() if x.startswith("{")]
                 check(lines and lines[0]["status"] == 200 and sc.redis.calls("init.redis"),
