@@ -4,9 +4,11 @@
 
 use http::HeaderName;
 
-use super::raw::{RawBasic, RawCredential, RawLocation, RawOAuth2, RawUsername, RawVaultRef};
+use super::raw::{
+    RawBasic, RawCredential, RawLocation, RawOAuth2, RawSecretSource, RawSigV4, RawUsername, RawVaultRef,
+};
 use super::FieldError;
-use crate::credentials::{Basic, CredentialSpec, Format, Inject, Kind, Swap, Username};
+use crate::credentials::{Basic, CredentialSpec, Format, Inject, Kind, SigV4, Swap, Username};
 use crate::secrets::{oauth2, KvVersion, SecretRef, VaultRef};
 
 /// Headers a credential may not target: hop-by-hop ones are stripped before forwarding, and `host` decides
@@ -185,6 +187,9 @@ pub(super) fn credential(
     if let Some(basic) = &c.basic {
         return basic_credential(c, basic, route, &field, backends).map(|spec| (spec, None));
     }
+    if let Some(sigv4) = &c.aws_sigv4 {
+        return sigv4_credential(c, sigv4, route, &field, backends).map(|spec| (spec, None));
+    }
     let (secret, oauth) = match &c.oauth2 {
         Some(o) if c.secret.is_none() && c.vault.is_none() => {
             let name = c
@@ -273,6 +278,65 @@ pub(super) fn credential(
     Ok((spec, oauth))
 }
 
+/// The fields a kind with a block of its own (`basic`, `aws_sigv4`) takes from that block: set beside it,
+/// they are refused as ambiguous.
+fn refuse_beside(c: &RawCredential, kind: &str, field: &dyn Fn(&str) -> String) -> Result<(), FieldError> {
+    let beside = [
+        ("secret", c.secret.is_some()),
+        ("vault", c.vault.is_some()),
+        ("oauth2", c.oauth2.is_some()),
+        ("header", c.header.is_some()),
+        ("query", c.query.is_some()),
+        ("format", c.format != "{secret}"),
+        ("locations", c.locations.is_some()),
+        ("basic", c.basic.is_some() && kind != "basic"),
+        ("inject", c.inject != Inject::OnPlaceholder && kind == "aws_sigv4"),
+    ];
+    match beside.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(FieldError::new(
+            field(name),
+            format!("a `{kind}` credential takes its values from `{kind}:` and writes `Authorization` itself"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `aws_sigv4:`: the real access key id, secret access key and optional session token. The placeholder is the
+/// access key id agents sign with (AWS SDKs check its shape: 16 to 128 letters and digits).
+fn sigv4_credential(
+    c: &RawCredential,
+    sigv4: &RawSigV4,
+    route: &str,
+    field: &dyn Fn(&str) -> String,
+    backends: Backends,
+) -> Result<CredentialSpec, FieldError> {
+    refuse_beside(c, "aws_sigv4", field)?;
+    if !(16..=128).contains(&c.placeholder.len()) || !c.placeholder.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(FieldError::new(
+            field("placeholder"),
+            "an access key id: 16 to 128 letters and digits (e.g. AKIAKEYWARDPLACEHLDR)",
+        ));
+    }
+    let at = |f: &str| field(&format!("aws_sigv4.{f}"));
+    let src = |s: &RawSecretSource, name: &str| source(&s.secret, &s.vault, &|f| at(&format!("{name}.{f}")), backends);
+    let access_key_id = src(&sigv4.access_key_id, "access_key_id")?;
+    Ok(CredentialSpec {
+        name: c.name.clone().unwrap_or_else(|| access_key_id.to_string()),
+        route: route.to_string(),
+        placeholder: c.placeholder.clone(),
+        kind: Kind::SigV4(SigV4 {
+            access_key_id,
+            secret_access_key: src(&sigv4.secret_access_key, "secret_access_key")?,
+            session_token: sigv4
+                .session_token
+                .as_ref()
+                .map(|s| src(s, "session_token"))
+                .transpose()?,
+        }),
+        env: c.env.clone(),
+    })
+}
+
 /// `basic:`: the username (literal or a secret) and the password; the header is `Authorization`, and a
 /// `secret`/`vault`/`oauth2`, `header`, `query` or `format` beside it is refused as ambiguous.
 fn basic_credential(
@@ -282,21 +346,7 @@ fn basic_credential(
     field: &dyn Fn(&str) -> String,
     backends: Backends,
 ) -> Result<CredentialSpec, FieldError> {
-    let beside = [
-        ("secret", c.secret.is_some()),
-        ("vault", c.vault.is_some()),
-        ("oauth2", c.oauth2.is_some()),
-        ("header", c.header.is_some()),
-        ("query", c.query.is_some()),
-        ("format", c.format != "{secret}"),
-        ("locations", c.locations.is_some()),
-    ];
-    if let Some((name, _)) = beside.iter().find(|(_, set)| *set) {
-        return Err(FieldError::new(
-            field(name),
-            "a `basic` credential takes its values from `basic:` and writes `Authorization` itself",
-        ));
-    }
+    refuse_beside(c, "basic", field)?;
     let at = |f: &str| field(&format!("basic.{f}"));
     let password = source(
         &basic.password.secret,

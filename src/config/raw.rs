@@ -576,6 +576,17 @@ pub struct RawCredential {
     /// Where the agent may put the placeholder: `header` and `query` (the configured ones, the default) and,
     /// opted in, `path` (`/bot<token>/` APIs).
     pub locations: Option<Vec<RawLocation>>,
+    /// AWS SigV4 re-signing: the placeholder is the access key id the agent signs with.
+    pub aws_sigv4: Option<RawSigV4>,
+}
+
+/// `aws_sigv4: { access_key_id, secret_access_key, session_token }`, each `{ secret | vault }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4 {
+    pub access_key_id: RawSecretSource,
+    pub secret_access_key: RawSecretSource,
+    pub session_token: Option<RawSecretSource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

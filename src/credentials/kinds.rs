@@ -14,6 +14,8 @@ pub enum Kind {
     /// `Authorization: Basic base64(username:password)`, where the agent sent the placeholder in a Basic
     /// (as the password, or anywhere in the pair) or Bearer `Authorization` header.
     Basic(Basic),
+    /// AWS SigV4: the placeholder is the access key id the agent signs with; the late part signs again.
+    SigV4(super::sigv4::SigV4),
 }
 
 #[derive(Debug, Clone)]
@@ -43,25 +45,27 @@ pub struct Swap {
 
 impl Kind {
     /// Every secret the credential reads.
-    pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
-        let (first, second) = match self {
-            Self::Swap(swap) => (&swap.secret, None),
-            Self::Basic(basic) => (
-                &basic.password,
-                match &basic.username {
-                    Username::Secret(r) => Some(r),
-                    Username::Literal(_) => None,
-                },
-            ),
-        };
-        std::iter::once(first).chain(second)
+    pub fn secrets(&self) -> Box<dyn Iterator<Item = &SecretRef> + '_> {
+        match self {
+            Self::Swap(swap) => Box::new(std::iter::once(&swap.secret)),
+            Self::Basic(basic) => Box::new(std::iter::once(&basic.password).chain(match &basic.username {
+                Username::Secret(r) => Some(r),
+                Username::Literal(_) => None,
+            })),
+            Self::SigV4(sigv4) => Box::new(sigv4.secrets()),
+        }
+    }
+
+    /// Whether the kind writes nothing where the placeholder was and signs the request late instead.
+    pub fn signs(&self) -> bool {
+        matches!(self, Self::SigV4(_))
     }
 
     /// The header whose value carries the placeholder (and takes the credential).
     pub fn header(&self) -> Option<&HeaderName> {
         match self {
             Self::Swap(swap) => swap.header.as_ref(),
-            Self::Basic(_) => Some(&http::header::AUTHORIZATION),
+            Self::Basic(_) | Self::SigV4(_) => Some(&http::header::AUTHORIZATION),
         }
     }
 
@@ -70,6 +74,8 @@ impl Kind {
         match self {
             Self::Swap(swap) => swap.query.as_deref(),
             Self::Basic(_) => None,
+            // A presigned URL carries the key id here.
+            Self::SigV4(_) => Some("X-Amz-Credential"),
         }
     }
 
@@ -77,7 +83,7 @@ impl Kind {
     pub fn in_path(&self) -> bool {
         match self {
             Self::Swap(swap) => swap.path,
-            Self::Basic(_) => false,
+            Self::Basic(_) | Self::SigV4(_) => false,
         }
     }
 
@@ -85,11 +91,14 @@ impl Kind {
         match self {
             Self::Swap(swap) => swap.inject,
             Self::Basic(basic) => basic.inject,
+            Self::SigV4(_) => Inject::OnPlaceholder,
         }
     }
 
     /// The early part: the header value to write from the values `read` returns for this kind's secrets, and
-    /// every value written that a response must be scrubbed of.
+    /// every value written that a response must be scrubbed of. Never called for a kind that [`signs`].
+    ///
+    /// [`signs`]: Self::signs
     pub fn render(
         &self,
         read: impl Fn(&SecretRef) -> Result<Secret, SwapError>,
@@ -118,13 +127,22 @@ impl Kind {
                 written.push(Secret::new(token.clone()));
                 Ok((format!("Basic {token}"), written))
             }
+            Self::SigV4(_) => Ok((String::new(), Vec::new())),
         }
     }
 
-    /// The late part, on the final request.
-    pub fn late(&self, _parts: &mut http::request::Parts) -> Result<(), SwapError> {
+    /// The late part, on the final request (`body` when it is in memory): a signing kind signs and returns
+    /// the values it wrote.
+    pub fn late(
+        &self,
+        credential: &str,
+        parts: &mut http::request::Parts,
+        body: Option<&[u8]>,
+        read: impl Fn(&SecretRef) -> Result<Secret, SwapError>,
+    ) -> Result<Vec<Secret>, SwapError> {
         match self {
-            Self::Swap(_) | Self::Basic(_) => Ok(()),
+            Self::Swap(_) | Self::Basic(_) => Ok(Vec::new()),
+            Self::SigV4(sigv4) => sigv4.sign(credential, parts, body, read),
         }
     }
 }

@@ -10,9 +10,11 @@ use http::uri::{PathAndQuery, Uri};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 mod kinds;
+mod sigv4;
 
 use kinds::basic_decoded;
 pub use kinds::{Basic, Format, Inject, Kind, Swap, Username};
+pub use sigv4::{SigV4, MAX_HASHED_BODY};
 
 use crate::route::Route;
 use crate::secrets::{Secret, SecretError, SecretRef, SecretStore};
@@ -53,6 +55,8 @@ pub enum SwapError {
     Secret { credential: String, source: SecretError },
     #[error("credential `{0}`: the secret does not form a valid header value")]
     InvalidValue(String),
+    #[error("credential `{credential}`: {reason}")]
+    Unsignable { credential: String, reason: &'static str },
 }
 
 /// Every form in which a secret Keyward wrote into a request is likely to come back: the raw value (which the
@@ -185,6 +189,8 @@ impl Credentials {
         }
         used.sort_unstable();
         used.dedup();
+        // A signing kind writes nothing where its placeholder was: the late phase signs the whole request.
+        headers.retain(|(_, i)| !self.specs[*i].kind.signs());
         headers.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
         headers.dedup();
         let rewrite_query = query.iter().any(|(_, v)| matches!(v, QueryValue::Credential(_)));
@@ -262,12 +268,33 @@ impl Credentials {
     }
 
     /// The late credential phase, on the request as it leaves Keyward (after hop-by-hop stripping and the
-    /// final URI): where a signing kind signs. A swap has nothing left to do.
-    pub fn late(&self, plan: &Plan, parts: &mut http::request::Parts) -> Result<(), SwapError> {
+    /// final URI): where a signing kind signs. A swap has nothing left to do. Returns what it wrote.
+    pub fn late(
+        &self,
+        plan: &Plan,
+        parts: &mut http::request::Parts,
+        body: Option<&[u8]>,
+        store: &dyn SecretStore,
+    ) -> Result<Vec<(Secret, &str)>, SwapError> {
+        let mut written = Vec::new();
         for &i in &plan.used {
-            self.specs[i].kind.late(parts)?;
+            let spec = &self.specs[i];
+            let values = spec.kind.late(&spec.name, parts, body, |secret| {
+                store.get(secret).map_err(|source| SwapError::Secret {
+                    credential: spec.name.clone(),
+                    source,
+                })
+            })?;
+            written.extend(values.into_iter().map(|s| (s, spec.placeholder.as_str())));
         }
-        Ok(())
+        Ok(written)
+    }
+
+    /// Whether the late phase needs the request body in memory (a SigV4 payload hash).
+    pub fn needs_body(&self, plan: &Plan, parts: &http::request::Parts) -> bool {
+        plan.used
+            .iter()
+            .any(|&i| self.specs[i].kind.signs() && SigV4::needs_body(parts))
     }
 
     /// Whether `bytes` contain any configured placeholder.
@@ -319,9 +346,14 @@ impl Credentials {
                 found.push((i, Place::QueryKey));
             }
             match self.find(decoded.as_bytes())? {
-                Some(i) => {
+                // A signing kind's placeholder (a presigned URL's key id) stays: the late phase signs anew.
+                Some(i) if !self.specs[i].kind.signs() => {
                     found.push((i, Place::Query(key_decoded.clone())));
                     pairs.push((key_decoded, QueryValue::Credential(i)));
+                }
+                Some(i) => {
+                    found.push((i, Place::Query(key_decoded.clone())));
+                    pairs.push((key_decoded, QueryValue::Raw(pair.to_string())));
                 }
                 None => pairs.push((key_decoded, QueryValue::Raw(pair.to_string()))),
             }

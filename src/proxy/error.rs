@@ -71,6 +71,7 @@ impl ProxyError {
                 SwapError::Plaintext { .. } => (S::FORBIDDEN, "plaintext_credential"),
                 SwapError::Secret { .. } => (S::SERVICE_UNAVAILABLE, "secret_unavailable"),
                 SwapError::InvalidValue(_) => (S::BAD_GATEWAY, "invalid_secret_value"),
+                SwapError::Unsignable { .. } => (S::BAD_REQUEST, "unsignable_request"),
             },
             Self::Upstream(e) => match e {
                 UpstreamError::Forbidden { .. } => (S::FORBIDDEN, "private_destination"),

@@ -107,7 +107,8 @@ async fn forward(
         .retry
         .as_ref()
         .filter(|p| p.allows(&parts.method, &parts.headers));
-    let (body, seen) = prepare_body(state, &parts, body, retry, canary).await?;
+    let hashed = state.credentials.needs_body(&plan, &parts);
+    let (body, seen) = prepare_body(state, &parts, body, retry, hashed, canary).await?;
     if let Some(seen) = seen {
         authorize(state, target, route, &parts, seen, user.as_deref(), ctx)?;
     }
@@ -123,7 +124,7 @@ async fn forward(
     // What a replay needs if the upstream rejects a credential: the request before the swap.
     let replay = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
     let refs = state.credentials.secrets(&plan);
-    let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, ctx).await?;
+    let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, body.bytes(), ctx).await?;
     if websocket.is_some() {
         websocket::restore_upgrade_headers(&mut parts.headers);
     }
@@ -261,6 +262,7 @@ async fn prepare_body(
     parts: &http::request::Parts,
     body: AgentBody,
     retry: Option<&RetryPolicy>,
+    hashed: bool,
     canary: Option<&Scrubber>,
 ) -> Result<(Outgoing, Option<input::Body>), ProxyError> {
     let unreadable = || ProxyError::BadRequest("the request body could not be read");
@@ -273,9 +275,15 @@ async fn prepare_body(
         }
         None => (Outgoing::from(body), None),
     };
-    let body = match retry {
-        Some(p) => body
-            .buffered_up_to(&parts.headers, p.max_body)
+    // Kept in memory for replays, and for a signature that covers the payload (SigV4 without a hash header).
+    let limit = retry
+        .map(|p| p.max_body)
+        .into_iter()
+        .chain(hashed.then_some(crate::credentials::MAX_HASHED_BODY))
+        .max();
+    let body = match limit {
+        Some(limit) => body
+            .buffered_up_to(&parts.headers, limit)
             .await
             .map_err(|_| unreadable())?,
         None => body,
@@ -344,6 +352,7 @@ async fn prepare_upstream<'a>(
     parts: &mut http::request::Parts,
     plan: Plan,
     refs: &[SecretRef],
+    body: Option<&[u8]>,
     ctx: &mut RequestCtx,
 ) -> Result<Vec<(Secret, &'a str)>, ProxyError> {
     let mut span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
@@ -361,7 +370,8 @@ async fn prepare_upstream<'a>(
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;
-    state.credentials.late(&plan, parts)?;
+    let mut written = written;
+    written.extend(state.credentials.late(&plan, parts, body, &*state.secrets)?);
     Ok(written)
 }
 
@@ -444,7 +454,8 @@ impl<'a> Exchange<'a> {
         let response = self.send(parts, first, bytes.clone(), ctx).await?;
         if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), replay, bytes) {
             if rotated(self.state, self.refs).await {
-                let again = prepare_upstream(self.state, self.target, &mut parts, plan, self.refs, ctx).await?;
+                let again =
+                    prepare_upstream(self.state, self.target, &mut parts, plan, self.refs, Some(&bytes), ctx).await?;
                 written.extend(again);
                 ctx.retried();
                 tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
