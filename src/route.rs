@@ -110,6 +110,15 @@ pub struct Route {
     pub allow_plain_http: bool,
     /// Policy entry point overriding the default one.
     pub policy: Option<String>,
+    /// mTLS toward this route's upstream: the certificate chain and key, read like any secret.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// Where a route's client certificate and key are read from (PEM).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub cert: crate::secrets::SecretRef,
+    pub key: crate::secrets::SecretRef,
 }
 
 impl Route {
@@ -282,6 +291,7 @@ mod tests {
             allow_private: false,
             allow_plain_http: false,
             policy: None,
+            client_certificate: None,
         }
     }
 

@@ -71,7 +71,14 @@ pub struct ConnectOptions {
     pub tls: Option<Duration>,
     /// Never negotiate HTTP/2 (WebSocket upgrades).
     pub http1_only: bool,
+    /// The client certificate presented, by its fingerprint ([`Upstream::identity`]): connections with
+    /// different certificates (or none) never share a pool.
+    pub identity: Option<Identity>,
 }
+
+/// A registered client certificate: the SHA-256 of its chain and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity([u8; 32]);
 
 /// The part of an upstream exchange that ran out of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +119,8 @@ pub enum UpstreamError {
     Roots { path: String, message: String },
     #[error("{host}:{port} is one of Keyward's own listeners, which are never an upstream")]
     OwnListener { host: String, port: u16 },
+    #[error("the client certificate or key of route `{route}` does not load: {reason}")]
+    ClientCertificate { route: String, reason: String },
 }
 
 /// What the upstream side needs from the configuration.
@@ -124,12 +133,14 @@ pub struct Settings {
 }
 
 pub struct Upstream {
-    tls: rustls::ClientConfig,
+    tls: Tls,
     pool_idle_timeout: Duration,
     default_connect: Duration,
     resolver: GuardedResolver,
     /// One pool per distinct [`ConnectOptions`]; routes with the same options share connections.
     clients: std::sync::RwLock<HashMap<ConnectOptions, PooledClient>>,
+    /// TLS settings presenting each registered client certificate.
+    identities: std::sync::RwLock<HashMap<Identity, rustls::ClientConfig>>,
     /// Keyward's own listeners (proxy, admin): a route that names their host and port must still not reach
     /// them, or the agent could lift its own kill switch through the proxy.
     own: std::sync::RwLock<Vec<SocketAddr>>,
@@ -146,6 +157,7 @@ impl Upstream {
                 reach: Reach::Public,
             },
             clients: std::sync::RwLock::new(HashMap::new()),
+            identities: Default::default(),
             own: Default::default(),
         })
     }
@@ -183,6 +195,52 @@ impl Upstream {
         Ok(())
     }
 
+    /// Registers a client certificate (PEM chain and key, as read from the route's secrets) and returns its
+    /// key for [`ConnectOptions::identity`]. The same value gives the same identity; a rotated one a new
+    /// identity, hence a new pool and new connections.
+    pub fn identity(&self, route: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity, UpstreamError> {
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        hash.update(cert_pem);
+        hash.update(&[0]);
+        hash.update(key_pem);
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(hash.finish().as_ref());
+        let identity = Identity(fingerprint);
+        if self
+            .identities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&identity)
+        {
+            return Ok(identity);
+        }
+        let refuse = |reason: String| UpstreamError::ClientCertificate {
+            route: route.to_string(),
+            reason,
+        };
+        let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<Result<_, _>>()
+            .map_err(|_| refuse("the certificate is not PEM".into()))?;
+        if chain.is_empty() {
+            return Err(refuse("no certificate in the PEM".into()));
+        }
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .ok()
+            .flatten()
+            .ok_or_else(|| refuse("no private key in the PEM".into()))?;
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| refuse(e.to_string()))?
+            .with_root_certificates(self.tls.root_store.clone())
+            .with_client_auth_cert(chain, key)
+            .map_err(|_| refuse("the key does not match the certificate, or is of a kind rustls cannot use".into()))?;
+        self.identities
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(identity, config);
+        Ok(identity)
+    }
+
     /// Options for traffic that sets no timeouts of its own.
     pub fn defaults(&self, reach: Reach) -> ConnectOptions {
         ConnectOptions {
@@ -190,6 +248,7 @@ impl Upstream {
             connect: self.default_connect,
             tls: None,
             http1_only: false,
+            identity: None,
         }
     }
 
@@ -205,8 +264,18 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect));
+        let tls = opts
+            .identity
+            .and_then(|id| {
+                self.identities
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .cloned()
+            })
+            .unwrap_or_else(|| self.tls.config.clone());
         let protocols = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls.clone())
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1();
         let https = if opts.http1_only {
@@ -283,7 +352,14 @@ impl Upstream {
     }
 }
 
-fn client_tls(extra_roots: &[PathBuf]) -> Result<rustls::ClientConfig, UpstreamError> {
+/// The upstream TLS settings without a client certificate, and the roots they trust (which the settings of
+/// each client certificate share).
+struct Tls {
+    config: rustls::ClientConfig,
+    root_store: Arc<RootCertStore>,
+}
+
+fn client_tls(extra_roots: &[PathBuf]) -> Result<Tls, UpstreamError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -306,14 +382,16 @@ fn client_tls(extra_roots: &[PathBuf]) -> Result<rustls::ClientConfig, UpstreamE
     if roots.is_empty() {
         tracing::warn!("no trusted roots: no system certificates found and no upstream_tls.extra_roots");
     }
-    Ok(rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let root_store = Arc::new(roots);
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| UpstreamError::Roots {
             path: "upstream_tls".into(),
             message: e.to_string(),
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(root_store.clone())
+        .with_no_client_auth();
+    Ok(Tls { config, root_store })
 }
 
 /// Whether an agent may reach `ip` without a route that allows private destinations.

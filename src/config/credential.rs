@@ -34,6 +34,19 @@ pub(super) struct Backends {
     pub(super) vault: bool,
 }
 
+/// `client_certificate:` of a route: both halves read like secrets.
+pub(super) fn client_certificate(
+    c: &super::raw::RawClientCertificate,
+    at: &str,
+    backends: Backends,
+) -> Result<crate::route::ClientCertificate, FieldError> {
+    let src = |s: &RawSecretSource, name: &str| source(&s.secret, &s.vault, &|f| format!("{at}.{name}.{f}"), backends);
+    Ok(crate::route::ClientCertificate {
+        cert: src(&c.cert, "cert")?,
+        key: src(&c.key, "key")?,
+    })
+}
+
 /// A file secret name or a Vault key, whichever of the two is set (`at` is the field holding them).
 fn source(
     secret: &Option<String>,

@@ -552,6 +552,16 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub credentials: Vec<RawCredential>,
+    /// mTLS: the certificate (PEM, chain first) and key presented on this route's upstream connections.
+    pub client_certificate: Option<RawClientCertificate>,
+}
+
+/// `client_certificate: { cert: { secret | vault }, key: { secret | vault } }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCertificate {
+    pub cert: RawSecretSource,
+    pub key: RawSecretSource,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

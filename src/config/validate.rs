@@ -6,7 +6,7 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use super::credential::{check_placeholders, credential, Backends};
+use super::credential::{check_placeholders, client_certificate, credential, Backends};
 use super::raw::{
     PolicyMode, RawAudit, RawConfig, RawPolicy, RawRateLimit, RawRoute, RawTokenAuth, RawTraces, RawVault,
 };
@@ -114,6 +114,11 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
                 format!("route name `{}` is used twice", r.name),
             ));
         }
+        let client_certificate = r
+            .client_certificate
+            .as_ref()
+            .map(|c| client_certificate(c, &format!("{at}.client_certificate"), backends))
+            .transpose()?;
         for (j, c) in r.credentials.iter().enumerate() {
             let field = format!("{at}.credentials[{j}]");
             let (spec, oauth) = credential(c, &r.name, &field, backends)?;
@@ -139,7 +144,10 @@ pub fn validate(raw: RawConfig, base: &Path, env: &Environment) -> Result<Config
         if let Some(l) = &r.rate_limit {
             route_rate_limits.push((r.name.clone(), rate_limit(l, &format!("{at}.rate_limit"))?));
         }
-        routes.push(route(r, &at)?);
+        routes.push(Route {
+            client_certificate,
+            ..route(r, &at)?
+        });
     }
     check_placeholders(&credentials, &credential_fields)?;
     let traces = traces(raw.telemetry.traces, env)?;
@@ -324,6 +332,7 @@ fn route(r: RawRoute, at: &str) -> Result<Route, FieldError> {
         allow_private: r.allow_private,
         allow_plain_http: r.allow_plain_http,
         policy: r.policy.map(|p| entrypoint(&p, &format!("{at}.policy"))).transpose()?,
+        client_certificate: None,
     })
 }
 

@@ -559,6 +559,7 @@ mod tests {
             allow_private: false,
             allow_plain_http: plain,
             policy: None,
+            client_certificate: None,
         }
     }
 

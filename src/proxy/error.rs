@@ -82,6 +82,7 @@ impl ProxyError {
                 UpstreamError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout"),
                 UpstreamError::Roots { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
                 UpstreamError::OwnListener { .. } => (S::FORBIDDEN, "own_listener"),
+                UpstreamError::ClientCertificate { .. } => (S::BAD_GATEWAY, "invalid_client_certificate"),
             },
         }
     }

@@ -48,7 +48,7 @@ use crate::route::{normalize_host, normalize_path, split_host_port, DotSegment};
 use crate::scrub::Scrubber;
 use crate::secrets::{Secret, SecretRef};
 use crate::upstream::Body;
-use crate::upstream::{ConnectOptions, Phase, Reach, UpstreamError};
+use crate::upstream::{ConnectOptions, Identity, Phase, Reach, UpstreamError};
 use bytes::Bytes;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
@@ -123,7 +123,9 @@ async fn forward(
     }
     // What a replay needs if the upstream rejects a credential: the request before the swap.
     let replay = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
-    let refs = state.credentials.secrets(&plan);
+    let mut refs = state.credentials.secrets(&plan);
+    let certificate = route.and_then(|r| r.route.client_certificate.as_ref());
+    refs.extend(certificate.into_iter().flat_map(|c| [c.cert.clone(), c.key.clone()]));
     let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, body.bytes(), ctx).await?;
     if websocket.is_some() {
         websocket::restore_upgrade_headers(&mut parts.headers);
@@ -138,6 +140,7 @@ async fn forward(
             tls: limits.tls,
             // An upgrade is HTTP/1.1 only: the pool for it never negotiates h2.
             http1_only: websocket.is_some(),
+            identity: client_identity(state, route)?,
         },
         limits,
         retry,
@@ -163,6 +166,28 @@ async fn forward(
         return Ok((response, Some(relay)));
     }
     Ok((respond(state, route, response, permit, &written).await?, None))
+}
+
+/// The route's client certificate (mTLS), read like a secret and registered with the upstream client, which
+/// keeps a pool per certificate: a rotated one means new connections.
+fn client_identity(state: &ProxyState, route: Option<&RouteRuntime>) -> Result<Option<Identity>, ProxyError> {
+    let Some((name, certificate)) = route.and_then(|r| Some((r.name(), r.route.client_certificate.as_ref()?))) else {
+        return Ok(None);
+    };
+    let read = |r: &SecretRef| {
+        state.secrets.get(r).map_err(|source| {
+            ProxyError::Swap(crate::credentials::SwapError::Secret {
+                credential: format!("{name} client_certificate"),
+                source,
+            })
+        })
+    };
+    let (cert, key) = (read(&certificate.cert)?, read(&certificate.key)?);
+    Ok(Some(state.upstream.identity(
+        name,
+        cert.expose().as_bytes(),
+        key.expose().as_bytes(),
+    )?))
 }
 
 /// Phase 1. Nothing here reads more than the request head.

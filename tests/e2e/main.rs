@@ -15,6 +15,7 @@ mod grpc;
 mod hardening;
 mod hostile;
 mod kubernetes;
+mod mtls;
 mod oauth2;
 mod observability;
 mod paths;
