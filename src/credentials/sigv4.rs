@@ -143,6 +143,11 @@ impl SigV4 {
         )
         .into();
         let mut settings = SigningSettings::default();
+        // `Expect: 100-continue` is answered hop by hop and may not reach the upstream as sent: never signed.
+        settings
+            .excluded_headers
+            .get_or_insert_with(Vec::new)
+            .push("expect".into());
         if matches!(
             agent.service.as_str(),
             "s3" | "s3express" | "s3-object-lambda" | "s3-outposts"

@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod agents;
+mod aws;
 mod basic;
 mod cli;
 mod config_errors;

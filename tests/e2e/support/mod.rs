@@ -24,6 +24,9 @@ pub const SECRETS: &[(&str, &str)] = &[
     ("github_token", "ghp_REALSECRET_9f8e7d"),
     ("oauth_client_id", "keyward-agent"),
     ("oauth_client_secret", "cs-REALSECRET-42"),
+    // AWS: moto takes any 20 upper-case letters and digits as an access key id.
+    ("aws_access_key_id", "AKIAREALSECRETKEY001"),
+    ("aws_secret_access_key", "REALSECRET/aws+secret-key-0123456789abcd"),
 ];
 
 /// Text fit for an assertion message: anything holding a real secret (the marker, in any case) is masked.
