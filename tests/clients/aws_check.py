@@ -421,7 +421,9 @@ def make_client(service, endpoint, key_id, secret, verify, **config):
     import boto3
     from botocore.config import Config
 
-    base = Config(connect_timeout=5, read_timeout=20, retries={"total_max_attempts": 1},
+    # The SDK's standard retries (3 attempts) cover a pooled connection that the proxy closed after refusing a
+    # request whose body it did not read; they never retry a 403 or a signature error.
+    base = Config(connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 3},
                   s3={"addressing_style": "path"}, signature_version="s3v4" if service == "s3" else None)
     client = boto3.session.Session().client(
         service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id=key_id,
