@@ -283,6 +283,7 @@ pub(super) fn credential(
             header,
             query: c.query.clone(),
             path: c.locations.as_ref().is_some_and(|l| l.contains(&RawLocation::Path)),
+            body: c.locations.as_ref().is_some_and(|l| l.contains(&RawLocation::Body)),
             format,
             inject: c.inject,
         }),

@@ -584,7 +584,7 @@ pub struct RawCredential {
     /// HTTP Basic auth: `Authorization: Basic base64(username:password)` replaces the placeholder.
     pub basic: Option<RawBasic>,
     /// Where the agent may put the placeholder: `header` and `query` (the configured ones, the default) and,
-    /// opted in, `path` (`/bot<token>/` APIs).
+    /// opted in, `path` (`/bot<token>/` APIs) and `body` (Slack's form `token=`, JSON-RPC APIs).
     pub locations: Option<Vec<RawLocation>>,
     /// AWS SigV4 re-signing: the placeholder is the access key id the agent signs with.
     pub aws_sigv4: Option<RawSigV4>,
@@ -605,6 +605,8 @@ pub enum RawLocation {
     Header,
     Query,
     Path,
+    /// JSON and form bodies held in memory (up to 8 MiB).
+    Body,
 }
 
 /// `basic: { username: "bot@example.com" | { secret | vault }, password: { secret | vault } }`.

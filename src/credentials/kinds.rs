@@ -39,6 +39,8 @@ pub struct Swap {
     pub query: Option<String>,
     /// The placeholder may also stand in the path (percent-decoded to match, re-encoded when written).
     pub path: bool,
+    /// The placeholder may also stand in a JSON or form body held in memory.
+    pub body: bool,
     pub format: Format,
     pub inject: Inject,
 }
@@ -83,6 +85,14 @@ impl Kind {
     pub fn in_path(&self) -> bool {
         match self {
             Self::Swap(swap) => swap.path,
+            Self::Basic(_) | Self::SigV4(_) => false,
+        }
+    }
+
+    /// Whether the placeholder may stand in a request body.
+    pub fn in_body(&self) -> bool {
+        match self {
+            Self::Swap(swap) => swap.body,
             Self::Basic(_) | Self::SigV4(_) => false,
         }
     }

@@ -70,8 +70,12 @@ impl Outgoing {
         }
     }
 
-    pub fn replayable(&self) -> bool {
-        matches!(self, Self::Buffered(_))
+    /// The body, when it is in memory, as a shared handle (no copy).
+    pub fn shared(&self) -> Option<Bytes> {
+        match self {
+            Self::Buffered(bytes) => Some(bytes.clone()),
+            Self::Streaming(_) => None,
+        }
     }
 
     /// The body to send now, and the same bytes again for a second attempt when they are in memory.

@@ -100,7 +100,7 @@ async fn forward(
     admit(state, target, &parts, canary)?;
     let (route, user) = route(state, target, &mut parts, ctx)?;
     let route = route.as_deref();
-    let (plan, reach) = plan_credentials(state, target, route, &parts, ctx)?;
+    let (mut plan, reach) = plan_credentials(state, target, route, &parts, ctx)?;
     let permit = admission(state, route, user.as_deref(), ctx).await?;
     let limits = route.map_or(&UNROUTED, |r| &r.limits);
     let retry = limits
@@ -108,7 +108,20 @@ async fn forward(
         .as_ref()
         .filter(|p| p.allows(&parts.method, &parts.headers));
     let hashed = state.credentials.needs_body(&plan, &parts);
-    let (body, seen) = prepare_body(state, &parts, body, retry, hashed, canary).await?;
+    let swapped = state.credentials.searches_bodies() && crate::credentials::BodyEncoding::of(&parts.headers).is_some();
+    let hold = [
+        hashed.then_some(crate::credentials::MAX_HASHED_BODY),
+        swapped.then_some(crate::credentials::MAX_SWAPPED_BODY),
+    ];
+    let (body, seen) = prepare_body(state, &parts, body, retry, hold.into_iter().flatten().max(), canary).await?;
+    if let Some(bytes) = body.bytes() {
+        // Phase 3 for the body: its placeholders, checked like the head's, once it is in memory.
+        let plain_http = target.scheme == Scheme::Http;
+        state
+            .credentials
+            .plan_body(&mut plan, route.map(|r| &r.route), plain_http, &parts.headers, bytes)?;
+        ctx.set_credentials(state.credentials.names(&plan));
+    }
     if let Some(seen) = seen {
         authorize(state, target, route, &parts, seen, user.as_deref(), ctx)?;
     }
@@ -122,11 +135,18 @@ async fn forward(
         );
     }
     // What a replay needs if the upstream rejects a credential: the request before the swap.
-    let replay = (body.replayable() && state.credentials.uses_any(&plan)).then(|| (parts.clone(), plan.clone()));
+    let replay = match body.shared() {
+        Some(bytes) if state.credentials.uses_any(&plan) => Some((parts.clone(), plan.clone(), bytes)),
+        _ => None,
+    };
     let mut refs = state.credentials.secrets(&plan);
     let certificate = route.and_then(|r| r.route.client_certificate.as_ref());
     refs.extend(certificate.into_iter().flat_map(|c| [c.cert.clone(), c.key.clone()]));
-    let mut written = prepare_upstream(state, target, &mut parts, plan, &refs, body.bytes(), ctx).await?;
+    let (mut written, swapped) = prepare_upstream(state, target, &mut parts, plan, &refs, body.shared(), ctx).await?;
+    let body = match swapped {
+        Some(bytes) => Outgoing::Buffered(bytes),
+        None => body,
+    };
     if websocket.is_some() {
         websocket::restore_upgrade_headers(&mut parts.headers);
     }
@@ -287,7 +307,7 @@ async fn prepare_body(
     parts: &http::request::Parts,
     body: AgentBody,
     retry: Option<&RetryPolicy>,
-    hashed: bool,
+    hold: Option<u64>,
     canary: Option<&Scrubber>,
 ) -> Result<(Outgoing, Option<input::Body>), ProxyError> {
     let unreadable = || ProxyError::BadRequest("the request body could not be read");
@@ -300,12 +320,9 @@ async fn prepare_body(
         }
         None => (Outgoing::from(body), None),
     };
-    // Kept in memory for replays, and for a signature that covers the payload (SigV4 without a hash header).
-    let limit = retry
-        .map(|p| p.max_body)
-        .into_iter()
-        .chain(hashed.then_some(crate::credentials::MAX_HASHED_BODY))
-        .max();
+    // Kept in memory for replays, for a signature that covers the payload (SigV4 without a hash header) and
+    // for placeholders in bodies (`hold`).
+    let limit = retry.map(|p| p.max_body).into_iter().chain(hold).max();
     let body = match limit {
         Some(limit) => body
             .buffered_up_to(&parts.headers, limit)
@@ -377,27 +394,45 @@ async fn prepare_upstream<'a>(
     parts: &mut http::request::Parts,
     plan: Plan,
     refs: &[SecretRef],
-    body: Option<&[u8]>,
+    body: Option<Bytes>,
     ctx: &mut RequestCtx,
-) -> Result<Vec<(Secret, &'a str)>, ProxyError> {
+) -> Result<(Vec<(Secret, &'a str)>, Option<Bytes>), ProxyError> {
     let mut span = ctx.span("keyward.secrets", SpanKind::Internal, Vec::new());
     state.secrets.prepare(refs).await;
-    let written = match state.credentials.write(&plan, parts, &*state.secrets) {
-        Ok(written) => written,
+    let written = state
+        .credentials
+        .write(&plan, parts, &*state.secrets)
+        .and_then(|mut written| {
+            let swapped = match &body {
+                Some(bytes) => state
+                    .credentials
+                    .write_body(&plan, bytes, &*state.secrets, &mut written)?,
+                None => None,
+            };
+            Ok((written, swapped))
+        });
+    let (written, swapped) = match written {
+        Ok(done) => done,
         Err(e) => {
             let e = ProxyError::from(e);
             span.fail(e.classify().1);
             return Err(e);
         }
     };
+    if let Some(bytes) = &swapped {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+    }
     drop(span);
     strip_request_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
     parts.uri = upstream_uri(target, &parts.uri)?;
     parts.version = Version::HTTP_11;
     let mut written = written;
-    written.extend(state.credentials.late(&plan, parts, body, &*state.secrets)?);
-    Ok(written)
+    let signed = swapped.as_deref().or(body.as_deref());
+    written.extend(state.credentials.late(&plan, parts, signed, &*state.secrets)?);
+    Ok((written, swapped))
 }
 
 /// Phase 9: the response head cleaned of what the upstream must not pass on, and the body scrubbed as it
@@ -470,21 +505,29 @@ impl<'a> Exchange<'a> {
         &self,
         parts: &http::request::Parts,
         body: Outgoing,
-        replay: Option<(http::request::Parts, Plan)>,
+        replay: Option<(http::request::Parts, Plan, Bytes)>,
         written: &mut Vec<(Secret, &'a str)>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Incoming>, ProxyError> {
         let (first, bytes) = body.into_parts();
         let first = super::body::counted(first, ctx.bytes_in.clone());
-        let response = self.send(parts, first, bytes.clone(), ctx).await?;
-        if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan)), Some(bytes)) = (response.status(), replay, bytes) {
+        let response = self.send(parts, first, bytes, ctx).await?;
+        if let (StatusCode::UNAUTHORIZED, Some((mut parts, plan, original))) = (response.status(), replay) {
             if rotated(self.state, self.refs).await {
-                let again =
-                    prepare_upstream(self.state, self.target, &mut parts, plan, self.refs, Some(&bytes), ctx).await?;
+                let (again, swapped) = prepare_upstream(
+                    self.state,
+                    self.target,
+                    &mut parts,
+                    plan,
+                    self.refs,
+                    Some(original.clone()),
+                    ctx,
+                )
+                .await?;
                 written.extend(again);
                 ctx.retried();
                 tracing::info!(request_id = %ctx.id, "upstream rejected the credential and a rotated value was found; retrying once");
-                return self.once(&parts, full(bytes), ctx).await;
+                return self.once(&parts, full(swapped.unwrap_or(original)), ctx).await;
             }
         }
         Ok(response)
