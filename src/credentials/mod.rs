@@ -678,6 +678,7 @@ mod tests {
                 header: header.map(|h| HeaderName::try_from(h).unwrap()),
                 query: query.map(Into::into),
                 path: false,
+                body: false,
                 format: Format::parse(format).unwrap(),
                 inject,
             }),
