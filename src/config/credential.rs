@@ -155,15 +155,15 @@ fn oauth2_spec(name: &str, o: &RawOAuth2, at: &str, backends: Backends) -> Resul
                 "the refresh_token grant needs a Vault key for the token",
             ))
         }
-        (oauth2::Grant::ClientCredentials, Some(_)) => {
+        (oauth2::Grant::ClientCredentials | oauth2::Grant::JwtBearer, Some(_)) => {
             return Err(FieldError::new(field("refresh_token"), "only for grant: refresh_token"))
         }
-        (oauth2::Grant::ClientCredentials, None) => None,
+        (oauth2::Grant::ClientCredentials | oauth2::Grant::JwtBearer, None) => None,
     };
     let source_at = |which: &'static str| move |f: &str| format!("{at}.{which}.{f}");
     Ok(oauth2::Spec {
         name: name.to_string(),
-        token_url,
+        token_url: Some(token_url),
         grant,
         client_id: source(
             &o.client_id.secret,
@@ -203,8 +203,31 @@ pub(super) fn credential(
     if let Some(sigv4) = &c.aws_sigv4 {
         return sigv4_credential(c, sigv4, route, &field, backends).map(|spec| (spec, None));
     }
-    let (secret, oauth) = match &c.oauth2 {
-        Some(o) if c.secret.is_none() && c.vault.is_none() => {
+    let (secret, oauth) = match (&c.oauth2, &c.google_service_account) {
+        (None, Some(g)) if c.secret.is_none() && c.vault.is_none() => {
+            let name = c
+                .name
+                .clone()
+                .ok_or_else(|| FieldError::new(field("name"), "a google_service_account credential needs a name"))?;
+            let at = field("google_service_account");
+            if g.scopes.is_empty() {
+                return Err(FieldError::new(format!("{at}.scopes"), "at least one OAuth scope"));
+            }
+            let spec = oauth2::Spec {
+                name: name.clone(),
+                token_url: None,
+                grant: oauth2::Grant::JwtBearer,
+                client_id: source(&g.key.secret, &g.key.vault, &|f| format!("{at}.key.{f}"), backends)?,
+                client_secret: None,
+                refresh_token: None,
+                scopes: g.scopes.clone(),
+                client_auth: oauth2::ClientAuth::Body,
+                refresh_before: g.refresh_before,
+                allow_private: g.allow_private,
+            };
+            (SecretRef::OAuth2(name), Some(spec))
+        }
+        (Some(o), None) if c.secret.is_none() && c.vault.is_none() => {
             let name = c
                 .name
                 .clone()
@@ -212,15 +235,21 @@ pub(super) fn credential(
             let spec = oauth2_spec(&name, o, &field("oauth2"), backends)?;
             (SecretRef::OAuth2(name), Some(spec))
         }
-        Some(_) => {
+        (None, None) => (source(&c.secret, &c.vault, &field, backends)?, None),
+        _ => {
             return Err(FieldError::new(
                 field("oauth2"),
-                "set only one of `secret`, `vault` or `oauth2`",
+                "set only one of `secret`, `vault`, `oauth2` or `google_service_account`",
             ))
         }
-        None => (source(&c.secret, &c.vault, &field, backends)?, None),
     };
-    let header = match &c.header {
+    // A Google access token is a Bearer token: that is where it goes unless the credential says otherwise.
+    let google = c.google_service_account.is_some();
+    let (header_name, format_text) = match (&c.header, google) {
+        (None, true) if c.query.is_none() => (Some("Authorization".to_string()), "Bearer {secret}".to_string()),
+        _ => (c.header.clone(), c.format.clone()),
+    };
+    let header = match &header_name {
         None => None,
         Some(h) => {
             let name = HeaderName::try_from(h.as_str())
@@ -270,7 +299,7 @@ pub(super) fn credential(
             "`always` needs a `header` or `query` to inject into",
         ));
     }
-    let format = Format::parse(&c.format).map_err(|m| FieldError::new(field("format"), m))?;
+    let format = Format::parse(&format_text).map_err(|m| FieldError::new(field("format"), m))?;
     let spec = CredentialSpec {
         name: c.name.clone().unwrap_or_else(|| match &secret {
             SecretRef::File(name) | SecretRef::OAuth2(name) => name.clone(),

@@ -588,6 +588,22 @@ pub struct RawCredential {
     pub locations: Option<Vec<RawLocation>>,
     /// AWS SigV4 re-signing: the placeholder is the access key id the agent signs with.
     pub aws_sigv4: Option<RawSigV4>,
+    /// A Google service-account key exchanged for access tokens (RFC 7523); written as a Bearer token.
+    pub google_service_account: Option<RawGoogleServiceAccount>,
+}
+
+/// `google_service_account: { key: { secret | vault }, scopes: [...] }`: the key is the JSON key file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGoogleServiceAccount {
+    pub key: RawSecretSource,
+    pub scopes: Vec<String>,
+    #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
+    pub refresh_before: Duration,
+    /// Let the key's token_uri resolve to private addresses (tests; in-cluster token services).
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 /// `aws_sigv4: { access_key_id, secret_access_key, session_token }`, each `{ secret | vault }`.

@@ -4,6 +4,7 @@
 //! never waits on a file read or a network call to get its secret.
 
 pub mod file;
+pub mod google;
 pub mod oauth2;
 pub mod vault;
 

@@ -1,4 +1,5 @@
-//! OAuth2 credentials: access tokens obtained with the `client_credentials` or `refresh_token` grant, cached
+//! OAuth2 credentials: access tokens obtained with the `client_credentials`, `refresh_token` or (for Google
+//! service accounts) JWT-bearer grant, cached
 //! until shortly before they expire, and refreshed by one task per credential however many requests need the
 //! token at once. When the provider rotates the refresh token, the new one is written to Vault KV (a new
 //! version) before the old one is let go, and kept in memory until Vault has it.
@@ -26,6 +27,9 @@ use crate::upstream::Upstream;
 pub enum Grant {
     ClientCredentials,
     RefreshToken,
+    /// RFC 7523 with a Google service-account key (`client_id` is the key file; the token URL is its
+    /// `token_uri`).
+    JwtBearer,
 }
 
 /// How the client authenticates to the token endpoint.
@@ -40,7 +44,8 @@ pub enum ClientAuth {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub name: String,
-    pub token_url: Uri,
+    /// `None` for [`Grant::JwtBearer`]: the key names its token endpoint.
+    pub token_url: Option<Uri>,
     pub grant: Grant,
     pub client_id: SecretRef,
     pub client_secret: Option<SecretRef>,
@@ -101,6 +106,17 @@ impl RefreshError {
             Self::Timeout => "timeout",
         }
     }
+}
+
+/// One token request, as the grant built it.
+struct Exchange {
+    url: Uri,
+    form: Vec<(&'static str, String)>,
+    /// What the endpoint must never be able to echo into an error code we show.
+    sent: Vec<String>,
+    authorization: Option<http::HeaderValue>,
+    /// The refresh token sent, to tell a rotated one in the answer.
+    refresh_token: Option<Secret>,
 }
 
 struct Token {
@@ -242,14 +258,29 @@ impl OAuth2Store {
         let spec = &c.spec;
         let need = |r: &SecretRef| base.get(r).map_err(|e| RefreshError::SecretUnavailable(e.to_string()));
         let client_id = need(&spec.client_id)?;
+        if spec.grant == Grant::JwtBearer {
+            let (url, assertion) = super::google::assertion(client_id.expose(), &spec.scopes)
+                .map_err(|e| RefreshError::SecretUnavailable(e.to_string()))?;
+            let form = vec![
+                ("grant_type", super::google::GRANT_TYPE.to_string()),
+                ("assertion", assertion.clone()),
+            ];
+            let request = Exchange {
+                url,
+                form,
+                sent: vec![assertion],
+                authorization: None,
+                refresh_token: None,
+            };
+            return self.exchange(c, refresher, request).await;
+        }
         let client_secret = spec.client_secret.as_ref().map(need).transpose()?;
-        let mut form = vec![(
-            "grant_type",
-            match spec.grant {
-                Grant::ClientCredentials => "client_credentials".to_string(),
-                Grant::RefreshToken => "refresh_token".to_string(),
-            },
-        )];
+        let (url, grant_type) = match (spec.grant, &spec.token_url) {
+            (Grant::ClientCredentials, Some(url)) => (url.clone(), "client_credentials"),
+            (Grant::RefreshToken, Some(url)) => (url.clone(), "refresh_token"),
+            _ => return Err(RefreshError::InvalidRequest),
+        };
+        let mut form = vec![("grant_type", grant_type.to_string())];
         let refresh_token = match (&spec.refresh_token, &refresher.pending_refresh_token) {
             (_, Some(pending)) => Some(pending.clone()),
             (Some(r), None) => Some(need(&SecretRef::Vault(r.clone()))?),
@@ -267,11 +298,7 @@ impl OAuth2Store {
         if !spec.scopes.is_empty() {
             form.push(("scope", spec.scopes.join(" ")));
         }
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(spec.token_url.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json");
+        let mut authorization = None;
         match spec.client_auth {
             ClientAuth::Basic => {
                 let pair = format!(
@@ -294,7 +321,7 @@ impl OAuth2Store {
                         .and_then(|v| v.strip_prefix("Basic "))
                         .map(str::to_string),
                 );
-                builder = builder.header(AUTHORIZATION, value);
+                authorization = Some(value);
             }
             ClientAuth::Body => {
                 form.push(("client_id", client_id.expose().to_string()));
@@ -303,7 +330,29 @@ impl OAuth2Store {
                 }
             }
         }
-        let body: String = form
+        let request = Exchange {
+            url,
+            form,
+            sent,
+            authorization,
+            refresh_token,
+        };
+        self.exchange(c, refresher, request).await
+    }
+
+    /// Posts the token request and keeps the access token (and a rotated refresh token, written back first).
+    async fn exchange(&self, c: &Credential, refresher: &mut Refresher, x: Exchange) -> Result<(), RefreshError> {
+        let spec = &c.spec;
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(x.url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json");
+        if let Some(value) = x.authorization {
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        let body: String = x
+            .form
             .iter()
             .map(|(k, v)| format!("{k}={}", form_encode(v)))
             .collect::<Vec<_>>()
@@ -335,7 +384,7 @@ impl OAuth2Store {
         if !status.is_success() {
             return Err(RefreshError::Http {
                 status: status.as_u16(),
-                code: error_code(&json, &sent),
+                code: error_code(&json, &x.sent),
             });
         }
         let access = json
@@ -352,7 +401,7 @@ impl OAuth2Store {
         });
         self.generation.bump();
         if let (Some(new), Some(target)) = (json.get("refresh_token").and_then(|t| t.as_str()), &spec.refresh_token) {
-            if refresh_token.as_ref().is_none_or(|old| old.expose() != new) {
+            if x.refresh_token.as_ref().is_none_or(|old| old.expose() != new) {
                 refresher.pending_refresh_token = Some(Secret::new(new));
                 self.write_back(target, new).await.map_err(RefreshError::WriteBack)?;
                 refresher.pending_refresh_token = None;

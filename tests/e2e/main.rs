@@ -12,6 +12,7 @@ mod controller;
 mod doctor;
 mod exec;
 mod faults;
+mod google;
 mod grpc;
 mod hardening;
 mod hostile;
