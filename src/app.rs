@@ -452,6 +452,13 @@ pub async fn serve(
     if left > 0 {
         tracing::warn!(requests = left, "shutdown grace period over; in-flight requests cut");
     }
+    // Leased credentials (Vault's AWS engine) are given back, so what they created is deleted now.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), finished.secrets.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("revoking leased credentials took over 5 s; Vault revokes them when they expire");
+    }
     finished.audit.flush();
     if let Some(traces) = traces {
         traces.shutdown(std::time::Duration::from_secs(5)).await;
@@ -509,7 +516,11 @@ pub(crate) fn configured_secrets(
             SecretRef::Vault(v) => Some(v.clone()),
             _ => None,
         });
-        Arc::new(VaultStore::new(settings.clone(), used, metrics.clone()))
+        let leases = refs.iter().filter_map(|r| match r {
+            SecretRef::VaultAws(lease, _) => Some(lease.clone()),
+            _ => None,
+        });
+        Arc::new(VaultStore::new(settings.clone(), used, leases, metrics.clone()))
     });
     let oauth2 = (!config.oauth2.is_empty()).then(|| {
         Arc::new(OAuth2Store::new(

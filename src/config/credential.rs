@@ -304,6 +304,7 @@ pub(super) fn credential(
         name: c.name.clone().unwrap_or_else(|| match &secret {
             SecretRef::File(name) | SecretRef::OAuth2(name) => name.clone(),
             SecretRef::Vault(v) => format!("{}#{}", v.path, v.key),
+            SecretRef::VaultAws(..) => secret.to_string(),
         }),
         route: route.to_string(),
         placeholder: c.placeholder.clone(),
@@ -362,20 +363,43 @@ fn sigv4_credential(
     }
     let at = |f: &str| field(&format!("aws_sigv4.{f}"));
     let src = |s: &RawSecretSource, name: &str| source(&s.secret, &s.vault, &|f| at(&format!("{name}.{f}")), backends);
-    let access_key_id = src(&sigv4.access_key_id, "access_key_id")?;
+    let keys =
+        match (&sigv4.access_key_id, &sigv4.secret_access_key, &sigv4.vault_aws) {
+            (Some(id), Some(secret), None) => SigV4::Static {
+                access_key_id: src(id, "access_key_id")?,
+                secret_access_key: src(secret, "secret_access_key")?,
+                session_token: sigv4
+                    .session_token
+                    .as_ref()
+                    .map(|s| src(s, "session_token"))
+                    .transpose()?,
+            },
+            (None, None, Some(v)) if sigv4.session_token.is_none() => {
+                if !backends.vault {
+                    return Err(FieldError::new(at("vault_aws"), "`secrets.vault` is not configured"));
+                }
+                if v.role.trim().is_empty() || v.mount.trim_matches('/').is_empty() {
+                    return Err(FieldError::new(at("vault_aws"), "`mount` and `role` must not be empty"));
+                }
+                SigV4::leased(crate::secrets::AwsLease {
+                    mount: v.mount.trim_matches('/').to_string(),
+                    role: v.role.clone(),
+                    sts: v.sts,
+                })
+            }
+            _ => return Err(FieldError::new(
+                at("access_key_id"),
+                "set `access_key_id` and `secret_access_key` (and optionally `session_token`), or `vault_aws` alone",
+            )),
+        };
     Ok(CredentialSpec {
-        name: c.name.clone().unwrap_or_else(|| access_key_id.to_string()),
+        name: c
+            .name
+            .clone()
+            .unwrap_or_else(|| keys.secrets().next().map(ToString::to_string).unwrap_or_default()),
         route: route.to_string(),
         placeholder: c.placeholder.clone(),
-        kind: Kind::SigV4(SigV4 {
-            access_key_id,
-            secret_access_key: src(&sigv4.secret_access_key, "secret_access_key")?,
-            session_token: sigv4
-                .session_token
-                .as_ref()
-                .map(|s| src(s, "session_token"))
-                .transpose()?,
-        }),
+        kind: Kind::SigV4(keys),
         env: c.env.clone(),
     })
 }

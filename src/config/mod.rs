@@ -122,6 +122,9 @@ impl Config {
                 json!({ "vault": { "mount": v.mount, "path": v.path, "key": v.key, "version": v.version } })
             }
             SecretRef::OAuth2(name) => json!({ "oauth2": name }),
+            SecretRef::VaultAws(lease, _) => {
+                json!({ "vault_aws": { "mount": lease.mount, "role": lease.role, "sts": lease.sts } })
+            }
         };
         let routes: Vec<_> = self
             .routes
@@ -371,7 +374,7 @@ impl Config {
                             _ => None,
                         })
                         .collect(),
-                    SecretRef::Vault(_) => Vec::new(),
+                    SecretRef::Vault(_) | SecretRef::VaultAws(..) => Vec::new(),
                 })
                 .collect();
             if let Some(name) = names.into_iter().find(|n| !file.contains(n)) {

@@ -606,13 +606,30 @@ pub struct RawGoogleServiceAccount {
     pub allow_private: bool,
 }
 
-/// `aws_sigv4: { access_key_id, secret_access_key, session_token }`, each `{ secret | vault }`.
+/// `aws_sigv4: { access_key_id, secret_access_key, session_token }`, each `{ secret | vault }`; or
+/// `aws_sigv4: { vault_aws: { mount, role } }` for dynamic credentials.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSigV4 {
-    pub access_key_id: RawSecretSource,
-    pub secret_access_key: RawSecretSource,
+    pub access_key_id: Option<RawSecretSource>,
+    pub secret_access_key: Option<RawSecretSource>,
     pub session_token: Option<RawSecretSource>,
+    pub vault_aws: Option<RawVaultAws>,
+}
+
+/// A role of Vault's AWS secrets engine: `<mount>/creds/<role>`, or `<mount>/sts/<role>` with `sts: true`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVaultAws {
+    #[serde(default = "default_aws_mount")]
+    pub mount: String,
+    pub role: String,
+    #[serde(default)]
+    pub sts: bool,
+}
+
+fn default_aws_mount() -> String {
+    "aws".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -25,7 +25,7 @@ use http::uri::{PathAndQuery, Uri};
 use percent_encoding::percent_decode_str;
 
 use super::SwapError;
-use crate::secrets::{Secret, SecretRef};
+use crate::secrets::{LeaseField, Secret, SecretRef};
 
 /// The largest body hashed for a service that needs the payload hash in the signature.
 pub const MAX_HASHED_BODY: u64 = 16 * 1024 * 1024;
@@ -43,10 +43,30 @@ const PRESIGN_PARAMS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-pub struct SigV4 {
-    pub access_key_id: SecretRef,
-    pub secret_access_key: SecretRef,
-    pub session_token: Option<SecretRef>,
+pub enum SigV4 {
+    /// Keys read like any secret.
+    Static {
+        access_key_id: SecretRef,
+        secret_access_key: SecretRef,
+        session_token: Option<SecretRef>,
+    },
+    /// A lease of Vault's AWS secrets engine: the three fields together (`all`) when signing, one by one
+    /// (`fields`) for the scrubbers and the canary.
+    Leased { all: SecretRef, fields: [SecretRef; 3] },
+}
+
+impl SigV4 {
+    pub fn leased(lease: crate::secrets::AwsLease) -> Self {
+        let field = |f| SecretRef::VaultAws(lease.clone(), f);
+        Self::Leased {
+            all: field(LeaseField::All),
+            fields: [
+                field(LeaseField::AccessKey),
+                field(LeaseField::SecretKey),
+                field(LeaseField::SecurityToken),
+            ],
+        }
+    }
 }
 
 /// Where the agent's signature was, and what it was for.
@@ -58,14 +78,49 @@ struct Agent {
 }
 
 impl SigV4 {
-    pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
-        [
-            Some(&self.access_key_id),
-            Some(&self.secret_access_key),
-            self.session_token.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
+    /// Every secret the credential reads (a lease's fields one by one, for the scrubbers and the canary).
+    pub fn secrets(&self) -> Box<dyn Iterator<Item = &SecretRef> + '_> {
+        match self {
+            Self::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => Box::new(
+                [Some(access_key_id), Some(secret_access_key), session_token.as_ref()]
+                    .into_iter()
+                    .flatten(),
+            ),
+            Self::Leased { fields, .. } => Box::new(fields.iter()),
+        }
+    }
+
+    /// The access key id, secret and session token to sign with, from one source.
+    fn keys(
+        &self,
+        read: impl Fn(&SecretRef) -> Result<Secret, SwapError>,
+        invalid: impl Fn() -> SwapError,
+    ) -> Result<(Secret, Secret, Option<Secret>), SwapError> {
+        match self {
+            Self::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => Ok((
+                read(access_key_id)?,
+                read(secret_access_key)?,
+                session_token.as_ref().map(&read).transpose()?,
+            )),
+            Self::Leased { all, .. } => {
+                let all = read(all)?;
+                let json: serde_json::Value = serde_json::from_str(all.expose()).map_err(|_| invalid())?;
+                let field = |name: &str| json[name].as_str().map(Secret::new);
+                Ok((
+                    field("access_key").ok_or_else(&invalid)?,
+                    field("secret_key").ok_or_else(&invalid)?,
+                    field("security_token"),
+                ))
+            }
+        }
     }
 
     /// Whether signing `parts` needs the body's hash: no `X-Amz-Content-Sha256` and not presigned.
@@ -131,9 +186,7 @@ impl SigV4 {
             Some(_) => without_presign_params(&parts.uri)?,
             None => parts.uri.clone(),
         };
-        let key_id = read(&self.access_key_id)?;
-        let secret = read(&self.secret_access_key)?;
-        let token = self.session_token.as_ref().map(&read).transpose()?;
+        let (key_id, secret, token) = self.keys(read, || SwapError::InvalidValue(credential.to_string()))?;
         let identity = Credentials::new(
             key_id.expose(),
             secret.expose(),
@@ -324,7 +377,7 @@ mod tests {
     }
 
     fn sigv4() -> SigV4 {
-        SigV4 {
+        SigV4::Static {
             access_key_id: SecretRef::File("id".into()),
             secret_access_key: SecretRef::File("key".into()),
             session_token: None,

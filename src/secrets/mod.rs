@@ -48,6 +48,27 @@ pub enum SecretRef {
     Vault(VaultRef),
     /// The current access token of the named OAuth2 credential.
     OAuth2(String),
+    /// A field of the current lease of Vault's AWS secrets engine.
+    VaultAws(AwsLease, LeaseField),
+}
+
+/// Dynamic AWS credentials: `<mount>/creds/<role>` (or `<mount>/sts/<role>`) of Vault's AWS secrets engine,
+/// leased, renewed and revoked by the Vault store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AwsLease {
+    pub mount: String,
+    pub role: String,
+    pub sts: bool,
+}
+
+/// Which part of an AWS lease a reference reads. `All` is the three together (JSON), as a signer must use
+/// them: from one lease, never a mix across a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaseField {
+    AccessKey,
+    SecretKey,
+    SecurityToken,
+    All,
 }
 
 /// `mount`/`path`, field `key`, in a KV v1 or v2 engine (v2 optionally pinned to a version).
@@ -78,6 +99,19 @@ impl fmt::Display for SecretRef {
                     None => Ok(()),
                 }
             }
+            Self::VaultAws(lease, field) => write!(
+                f,
+                "vault:{}/{}/{}#{}",
+                lease.mount,
+                if lease.sts { "sts" } else { "creds" },
+                lease.role,
+                match field {
+                    LeaseField::AccessKey => "access_key",
+                    LeaseField::SecretKey => "secret_key",
+                    LeaseField::SecurityToken => "security_token",
+                    LeaseField::All => "*",
+                }
+            ),
         }
     }
 }
@@ -113,6 +147,11 @@ pub trait SecretStore: Send + Sync {
     /// Makes sure values that are fetched on demand (OAuth2 access tokens) are fresh before `get`. Failures
     /// are not returned here: `get` reports them, naming the credential.
     fn prepare<'a>(&'a self, _secrets: &'a [SecretRef]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// At shutdown: gives back what the store holds on lease (Vault AWS credentials are revoked).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
 }
@@ -165,7 +204,7 @@ impl SecretStore for Secrets {
         };
         match secret {
             SecretRef::File(_) => self.file.as_ref().ok_or_else(missing)?.get(secret),
-            SecretRef::Vault(_) => self.vault.as_ref().ok_or_else(missing)?.get(secret),
+            SecretRef::Vault(_) | SecretRef::VaultAws(..) => self.vault.as_ref().ok_or_else(missing)?.get(secret),
             SecretRef::OAuth2(_) => self.oauth2.as_ref().ok_or_else(missing)?.get(secret),
         }
     }
@@ -197,6 +236,14 @@ impl SecretStore for Secrets {
                 tracing::warn!(secret = %secret, error = %e, "re-reading a rejected secret failed");
                 false
             })
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(vault) = &self.vault {
+                vault.revoke_leases().await;
+            }
         })
     }
 

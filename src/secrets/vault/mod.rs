@@ -6,12 +6,13 @@
 //! exponential backoff (capped at the refresh interval) and jitter.
 
 pub mod auth;
+mod lease;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{KvVersion, Secret, SecretError, SecretRef, SecretStore, VaultRef};
+use super::{AwsLease, KvVersion, Secret, SecretError, SecretRef, SecretStore, VaultRef};
 use crate::telemetry::metrics::Metrics;
 use auth::{Auth, Connection, Session};
 
@@ -42,10 +43,23 @@ pub struct VaultStore {
     last_error: RwLock<Option<String>>,
     metrics: Arc<Metrics>,
     generation: super::Generation,
+    /// Roles of the AWS secrets engine the credentials use, and their current leases.
+    leases: Vec<AwsLease>,
+    leased: RwLock<HashMap<AwsLease, lease::Lease>>,
+    /// Replaced leases, revoked once requests signed with them have had time to finish.
+    retired: std::sync::Mutex<Vec<(String, Instant)>>,
 }
 
 impl VaultStore {
-    pub fn new(settings: Settings, refs: impl IntoIterator<Item = VaultRef>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: Settings,
+        refs: impl IntoIterator<Item = VaultRef>,
+        leases: impl IntoIterator<Item = AwsLease>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut wanted: Vec<AwsLease> = leases.into_iter().collect();
+        wanted.sort();
+        wanted.dedup();
         let mut reads = Reads::new();
         for r in refs {
             let key = (r.kv, r.mount.clone(), r.path.clone(), r.version);
@@ -62,11 +76,25 @@ impl VaultStore {
             last_error: RwLock::new(None),
             metrics,
             generation: Default::default(),
+            leases: wanted,
+            leased: RwLock::new(HashMap::new()),
+            retired: Default::default(),
         }
     }
 
-    /// Keeps the cache fresh until the task is dropped.
+    /// Keeps the cache fresh (and the AWS leases renewed) until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        if !self.leases.is_empty() {
+            let leases = self.clone();
+            let task = tokio::spawn(leases.run_leases());
+            // Ends with this task (the store's life), as the KV loop does.
+            let _abort = AbortOnDrop(task);
+            return self.run_kv().await;
+        }
+        self.run_kv().await
+    }
+
+    async fn run_kv(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(250);
         loop {
             let wait = match self.refresh().await {
@@ -246,8 +274,10 @@ impl SecretStore for VaultStore {
             name: secret.to_string(),
             reason,
         };
-        let SecretRef::Vault(r) = secret else {
-            return Err(unavailable("not a Vault secret".into()));
+        let r = match secret {
+            SecretRef::Vault(r) => r,
+            SecretRef::VaultAws(lease, field) => return self.lease_value(lease, *field).map_err(unavailable),
+            _ => return Err(unavailable("not a Vault secret".into())),
         };
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         match cache.get(r) {
@@ -266,6 +296,13 @@ impl SecretStore for VaultStore {
     }
 
     fn not_ready(&self) -> Option<String> {
+        if let Some(lease) = self.missing_lease() {
+            return Some(format!(
+                "waiting for AWS credentials {}: {}",
+                SecretRef::VaultAws(lease.clone(), super::LeaseField::All),
+                self.last_error()
+            ));
+        }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let missing = self.reads.values().flatten().find(|r| !cache.contains_key(*r))?;
         Some(format!(
@@ -290,6 +327,15 @@ fn describe(e: &vaultrs::error::ClientError) -> String {
             }
             out
         }
+    }
+}
+
+/// Aborts a task when dropped: background work that must not outlive its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
