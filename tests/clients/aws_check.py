@@ -83,7 +83,7 @@ prints a ready line
     {"moto_port", "moto_http_port", "role", "creds_path": "aws/creds/ROLE", "vault_addr", "engine": "standin"|
      "openbao", "lease_ttl", "lease_max"}
 (or {"harness_error"} and exit 3), then answers each stdin line with one JSON line (30 s at most each):
-    call      STS GetCallerIdentity with the placeholder key through $https_proxy to https://--host:moto_port:
+    call      STS GetCallerIdentity with the placeholder key through $https_proxy (or `call PROXY_URL`) to https://--host:moto_port:
               {"ok", "arn", "error", "code", "status", "credential" (what signed the request moto saw last:
               "dynamic" = a key of a vault-* user, "real" = the root key, "placeholder", "other", or null when
               moto saw nothing), "upstream_requests", "dynamic_user" (when credential is dynamic)}
@@ -1240,7 +1240,10 @@ def vault_mode(a, real_secret, secrets):
                     break
                 signal.alarm(COMMAND_LIMIT)
                 try:
-                    if command == "call":
+                    if command == "call" or command.startswith("call "):
+                        # `call PROXY_URL`: Keyward may start after this harness (it needs vault_addr first).
+                        if command != "call":
+                            os.environ["https_proxy"] = os.environ["HTTPS_PROXY"] = command.split(" ", 1)[1]
                         answer = vault_call(a, moto_port, upstream)
                     elif command == "keys":
                         answer = {"users": moto_users()}

@@ -122,3 +122,207 @@ async fn a_real_access_key_id_from_the_agent_trips_the_canary() {
     assert_eq!(reply.status, 403, "{}", crate::support::masked(&format!("{reply:?}")));
     assert_eq!(reply.json()["error"], "secret_in_request");
 }
+
+/// The `vault` mode of aws_check.py: moto plus Vault's AWS engine in front of a real OpenBao (OpenBao ships no
+/// AWS engine; the harness answers the engine's paths as the plugin does, and passes everything else to
+/// OpenBao), answering `call`, `keys` and `leases` commands on stdin.
+struct AwsVault {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ready: serde_json::Value,
+}
+
+impl AwsVault {
+    /// With leases of `ttl` seconds, renewable up to `max` seconds.
+    async fn start(bao: &crate::support::openbao::OpenBao, keyward_ca: &Path, ttl: u32, max: u32) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aws_check.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .arg("vault")
+            .arg("--cert")
+            .arg(&pki().leaf_cert_path)
+            .arg("--key")
+            .arg(&pki().leaf_key_path)
+            .arg("--ca")
+            .arg(keyward_ca)
+            .args(["--real-key-id", secret("aws_access_key_id")])
+            .args([
+                "--vault-addr",
+                &bao.address(),
+                "--vault-token",
+                crate::support::openbao::ROOT_TOKEN,
+            ])
+            .args(["--lease-ttl", &ttl.to_string(), "--lease-max", &max.to_string()])
+            .env("AWS_REAL_SECRET", secret("aws_secret_access_key"))
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("aws_check.py vault ready within 30 s")
+            .unwrap()
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        assert!(ready.get("harness_error").is_none(), "{ready}");
+        Self {
+            _child: child,
+            stdin,
+            lines,
+            ready,
+        }
+    }
+
+    async fn ask(&mut self, command: &str) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(40), self.lines.next_line())
+            .await
+            .expect("an answer within 40 s")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+const LEASED_ROUTES: &str = r#"
+resolve: { api.keyward.test: [127.0.0.1] }
+routes:
+  - name: aws
+    hosts: ["api.keyward.test:*"]
+    allow_private: true
+    credentials:
+      - name: aws
+        placeholder: AKIAKEYWARDPLACEHLDR
+        aws_sigv4:
+          vault_aws: { mount: aws, role: agent }
+"#;
+
+/// The engine (in front of `bao`) and a proxy whose AWS credential is leased from it.
+async fn leased_setup(bao: &crate::support::openbao::OpenBao, ttl: u32, max: u32) -> (AwsVault, Proxy) {
+    let dir = crate::support::proxy::workdir("");
+    let aws = AwsVault::start(bao, &dir.path().join("ca/ca.crt"), ttl, max).await;
+    let vault = format!(
+        "  vault:\n    address: {}\n    auth: {{ token: {{ file: vault-token }} }}\n    refresh_jitter: 0s\n",
+        aws.ready["vault_addr"].as_str().unwrap()
+    );
+    std::fs::write(
+        dir.path().join("keyward.yaml"),
+        crate::support::proxy::config_with_secrets(&vault, LEASED_ROUTES),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("vault-token"), crate::support::openbao::ROOT_TOKEN).unwrap();
+    (aws, Proxy::spawn_in(dir).await)
+}
+
+/// Dynamic credentials: Keyward leases an IAM user's key from Vault's AWS engine, signs with it (moto sees
+/// the dynamic user, never the root key), renews the 3 s lease before it ends, and revokes it at shutdown,
+/// which deletes the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamic_credentials_from_vaults_aws_engine_are_used_renewed_and_revoked_at_shutdown() {
+    let bao = crate::support::openbao::OpenBao::start().await;
+    let (mut aws, proxy) = leased_setup(&bao, 3, 60).await;
+    let call_through = format!("call {}", proxy.url());
+
+    let call = aws.ask(&call_through).await;
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(call["credential"], "dynamic", "signed with the leased key: {call}");
+    assert!(call["arn"].as_str().unwrap().contains(":user/vault-"), "{call}");
+
+    // Past the first lease's 3 s: renewed (at two-thirds), not replaced; still the same user.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let leases = loop {
+        let leases = aws.ask("leases").await;
+        let renewed = leases["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["renewals"].as_u64() >= Some(2));
+        if renewed || tokio::time::Instant::now() > deadline {
+            break leases;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let active: Vec<_> = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "one lease, kept alive: {leases}");
+    assert!(
+        active[0]["renewals"].as_u64().unwrap() >= 2,
+        "renewed twice, past its first 3 s: {leases}"
+    );
+    let again = aws.ask(&call_through).await;
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(again["arn"], call["arn"], "the same leased user after the renewal");
+
+    // Shutdown revokes: the engine deletes the user.
+    let leased_user = |keys: &serde_json::Value| {
+        keys["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"].as_str().unwrap().starts_with("vault-"))
+    };
+    assert!(
+        leased_user(&aws.ask("keys").await),
+        "the leased user exists while Keyward runs"
+    );
+    proxy.terminate();
+    assert_eq!(proxy.exit_code(std::time::Duration::from_secs(10)).await, Some(0));
+    let leases = aws.ask("leases").await;
+    let all = leases["leases"].as_array().unwrap();
+    assert!(
+        !all.is_empty() && all.iter().all(|l| l["revoked_by"] == "request"),
+        "every lease revoked by Keyward at shutdown, none left to expire: {leases}"
+    );
+    assert!(!leased_user(&aws.ask("keys").await), "the leased user is gone");
+}
+
+/// Near its maximum a lease's renewals grant less than its term: Keyward reads new credentials while the old
+/// ones still work, so calls keep succeeding with a new user; the current lease is revoked at shutdown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_near_its_maximum_is_replaced_before_it_ends() {
+    let bao = crate::support::openbao::OpenBao::start().await;
+    let (mut aws, proxy) = leased_setup(&bao, 2, 4).await;
+    let call_through = format!("call {}", proxy.url());
+    let first = aws.ask(&call_through).await;
+    assert_eq!(first["ok"], true, "{first}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(12);
+    let replaced = loop {
+        let call = aws.ask(&call_through).await;
+        assert_eq!(call["ok"], true, "every call succeeds across the replacement: {call}");
+        if call["arn"] != first["arn"] || tokio::time::Instant::now() > deadline {
+            break call;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_ne!(
+        replaced["arn"], first["arn"],
+        "a new leased user before the 4 s maximum ran out"
+    );
+    proxy.terminate();
+    assert_eq!(proxy.exit_code(std::time::Duration::from_secs(10)).await, Some(0));
+    let leases = aws.ask("leases").await;
+    let all = leases["leases"].as_array().unwrap();
+    let (old, new) = (&all[0], &all[all.len() - 1]);
+    assert!(all.len() >= 2, "{leases}");
+    assert!(
+        new["issued_at"].as_f64() < old["ended_at"].as_f64(),
+        "the new lease was read before the old one ended: {leases}"
+    );
+    assert_eq!(
+        new["revoked_by"], "request",
+        "the current lease revoked by Keyward at shutdown: {leases}"
+    );
+}

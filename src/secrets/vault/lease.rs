@@ -25,6 +25,8 @@ pub(super) struct Lease {
     security_token: Option<Secret>,
     id: String,
     renewable: bool,
+    /// What the lease was granted when read: a renewal granting much less means it nears its maximum.
+    granted: Duration,
     renew_at: Instant,
     expires_at: Instant,
 }
@@ -84,9 +86,18 @@ impl VaultStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(lease)
-            .map(|l| (l.id.clone(), l.renewable));
-        if let Some((id, true)) = &current {
+            .map(|l| (l.id.clone(), l.renewable, l.granted));
+        if let Some((id, true, granted)) = &current {
             match renew(client, id).await {
+                // A renewal granting less than the lease's term means the lease reaches its maximum: new
+                // credentials are read now, while the old ones still work, rather than after they stop.
+                Ok(duration) if duration < *granted => {
+                    self.metrics.vault_request("renew", true);
+                    tracing::info!(
+                        lease_s = duration.as_secs(),
+                        "Vault AWS lease near its maximum; reading new credentials"
+                    );
+                }
                 Ok(duration) => {
                     self.metrics.vault_request("renew", true);
                     let now = Instant::now();
@@ -113,7 +124,7 @@ impl VaultStore {
             .insert(lease.clone(), fresh);
         self.generation.bump();
         tracing::info!(lease = %crate::secrets::SecretRef::VaultAws(lease.clone(), LeaseField::All), "new AWS credentials from Vault");
-        if let Some((old, _)) = current {
+        if let Some((old, ..)) = current {
             self.retired
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -234,6 +245,7 @@ async fn acquire(client: &vaultrs::client::VaultClient, lease: &AwsLease) -> Res
         security_token: field("security_token"),
         id: body["lease_id"].as_str().unwrap_or_default().to_string(),
         renewable: body["renewable"].as_bool().unwrap_or(false),
+        granted: duration,
         renew_at: renew_at(now, duration),
         expires_at: now + duration,
     })
