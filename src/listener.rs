@@ -45,7 +45,7 @@ where
                     tokio::spawn(handler(stream, peer, slot));
                 }
                 Err(_) => {
-                    tracing::warn!(%peer, "connection limit (limits.max_connections) reached; connection closed");
+                    tracing::warn!(%peer, "connection limit reached (limits.max_connections); connection closed");
                     drop(stream);
                 }
             },

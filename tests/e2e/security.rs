@@ -139,6 +139,43 @@ async fn a_slow_client_is_cut_off_and_connections_are_capped() {
         .await;
 }
 
+/// The transparent listener is no way around `limits.max_connections`: both listeners share one cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_covers_the_transparent_listener_too() {
+    let proxy = Proxy::spawn(&format!(
+        "limits: {{ max_connections: 2, header_read_timeout: 5s }}\ntransparent: {{ listen: \"127.0.0.1:0\" }}\n{}",
+        routes()
+    ))
+    .await;
+    let line = proxy.wait_for_log("transparent listener", Duration::from_secs(5)).await;
+    let addr: std::net::SocketAddr = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(proxy.addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200)); // let the accept loop take both (no observable signal)
+        let mut third = TcpStream::connect(addr).unwrap();
+        third.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        assert_eq!(third.read(&mut buf).unwrap_or(0), 0, "closed");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "at once: the cap is shared"
+        );
+        drop(held);
+    });
+    proxy
+        .wait_for_log("connection limit reached", Duration::from_secs(5))
+        .await;
+    assert!(
+        !proxy.logs().contains("transparent listener: no original destination"),
+        "turned away by the cap, not served by the transparent listener"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cloud_metadata_addresses_are_refused() {
     let proxy = Proxy::spawn(

@@ -159,6 +159,41 @@ async fn without_an_idle_timeout_a_quiet_socket_stays_open() {
     assert_eq!(result["answer"], "echo:after-quiet");
 }
 
+/// `ws_check.py serve`: the upstream alone, for clients other than the script's own.
+struct Upstream {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    port: u16,
+}
+
+impl Upstream {
+    async fn serve() -> Self {
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script())
+            .arg("serve")
+            .arg("--cert")
+            .arg(&pki().leaf_cert_path)
+            .arg("--key")
+            .arg(&pki().leaf_key_path)
+            .env("WS_REAL_SECRET", secret("openai_key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let port = ready["port"].as_u64().unwrap() as u16;
+        Self { child, lines, port }
+    }
+
+    /// Stops the upstream and returns what it recorded of the (one) connection it had.
+    async fn connection_record(&mut self) -> serde_json::Value {
+        self.child.stdin.take().unwrap().shutdown().await.unwrap();
+        serde_json::from_str(&self.lines.next_line().await.unwrap().unwrap()).unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_ws_through_https_proxy_agent() {
     let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-ws/node_modules");
@@ -167,22 +202,8 @@ async fn node_ws_through_https_proxy_agent() {
         "npm install --prefix target/node-ws ws@8.23.0 https-proxy-agent@7.0.6 (scripts/test does)"
     );
     let proxy = Proxy::spawn(&route("")).await;
-    let mut server = tokio::process::Command::new("python3")
-        .arg(script())
-        .arg("serve")
-        .arg("--cert")
-        .arg(&pki().leaf_cert_path)
-        .arg("--key")
-        .arg(&pki().leaf_key_path)
-        .env("WS_REAL_SECRET", secret("openai_key"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
-    let url = format!("wss://api.keyward.test:{}/socket", ready["port"]);
+    let mut server = Upstream::serve().await;
+    let url = format!("wss://api.keyward.test:{}/socket", server.port);
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ws_client.cjs");
     let out = tokio::process::Command::new("node")
         .arg(client)
@@ -202,8 +223,7 @@ async fn node_ws_through_https_proxy_agent() {
         "{result}"
     );
     assert_eq!(result["secretEchoHasPlaceholder"], true, "{result}");
-    server.stdin.take().unwrap().shutdown().await.unwrap();
-    let seen: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let seen = server.connection_record().await;
     assert_eq!(seen["authorization_real"], true, "{seen}");
     assert_eq!(seen["messages"], 4);
 }
@@ -248,22 +268,8 @@ async fn websocket_over_http2_extended_connect() {
     use tokio_tungstenite::tungstenite::Message;
 
     let proxy = Proxy::spawn(&format!("limits: {{ idle_connection_timeout: 1s }}\n{}", route(""))).await;
-    let mut server = tokio::process::Command::new("python3")
-        .arg(script())
-        .arg("serve")
-        .arg("--cert")
-        .arg(&pki().leaf_cert_path)
-        .arg("--key")
-        .arg(&pki().leaf_key_path)
-        .env("WS_REAL_SECRET", secret("openai_key"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
-    let port = ready["port"].as_u64().unwrap() as u16;
+    let mut server = Upstream::serve().await;
+    let port = server.port;
     let authority = format!("api.keyward.test:{port}");
     let tls = crate::hardening::tls_tunnel(&proxy, "api.keyward.test", port, b"h2").await;
     let (mut sender, conn) =
@@ -297,8 +303,7 @@ async fn websocket_over_http2_extended_connect() {
     let echo = ws.next().await.unwrap().unwrap();
     assert_eq!(echo.into_text().unwrap().as_str(), "echo:kw-placeholder-ws", "scrubbed");
     ws.close(None).await.unwrap();
-    server.stdin.take().unwrap().shutdown().await.unwrap();
-    let seen: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let seen = server.connection_record().await;
     assert_eq!(seen["authorization_real"], true, "{seen}");
     assert_eq!(seen["messages"], 2);
 }
