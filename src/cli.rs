@@ -305,29 +305,11 @@ pub enum IptablesCommand {
     /// Redirect every TCP connection except the proxy uid's, loopback and DNS to the transparent listener.
     /// Replaces an earlier install.
     Install {
-        /// The uid Keyward runs as; its own connections are not redirected.
-        #[arg(long)]
-        proxy_uid: u32,
-        /// The transparent listener's port (`transparent.listen`).
-        #[arg(long, default_value_t = 15001)]
-        proxy_port: u16,
-        /// Redirect only these destination ports (`80,443`); default: all TCP.
-        #[arg(long, value_delimiter = ',')]
-        ports: Vec<u16>,
-        /// Destinations left alone (`10.96.0.0/12,192.168.1.5`).
-        #[arg(long, value_delimiter = ',')]
-        exclude_cidrs: Vec<String>,
-        /// Destination ports left alone.
-        #[arg(long, value_delimiter = ',')]
-        exclude_ports: Vec<u16>,
-        /// Reject outbound UDP 443 so QUIC clients fall back to TCP (which is captured).
-        #[arg(long)]
-        drop_quic: bool,
+        #[command(flatten)]
+        options: crate::iptables::Options,
         /// Print the rules instead of applying them.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, default_value = "iptables")]
-        iptables: String,
     },
     /// Remove exactly what `install` added. Succeeds when nothing is installed.
     Uninstall {

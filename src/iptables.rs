@@ -11,22 +11,29 @@ use std::process::Command;
 const NAT_CHAIN: &str = "KEYWARD_OUTPUT";
 const QUIC_CHAIN: &str = "KEYWARD_QUIC";
 
-/// What `keyward iptables install` was asked for.
-#[derive(Debug, Clone)]
+/// What `keyward iptables install` was asked for (its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// The uid Keyward runs as: its own connections go out untouched.
+    /// The uid Keyward runs as; its own connections are not redirected.
+    #[arg(long)]
     pub proxy_uid: u32,
-    /// The transparent listener's port (on 127.0.0.1).
+    /// The transparent listener's port (`transparent.listen`, on 127.0.0.1).
+    #[arg(long, default_value_t = 15001)]
     pub proxy_port: u16,
-    /// Only these destination ports are redirected; empty: all TCP.
+    /// Redirect only these destination ports (`80,443`); default: all TCP.
+    #[arg(long, value_delimiter = ',')]
     pub ports: Vec<u16>,
-    /// Destinations never redirected (`10.0.0.0/8`, `192.168.1.5`).
+    /// Destinations left alone (`10.96.0.0/12,192.168.1.5`).
+    #[arg(long, value_delimiter = ',')]
     pub exclude_cidrs: Vec<String>,
-    /// Destination ports never redirected.
+    /// Destination ports left alone.
+    #[arg(long, value_delimiter = ',')]
     pub exclude_ports: Vec<u16>,
-    /// Reject outbound UDP 443 so QUIC clients fall back to TCP, which is captured.
+    /// Reject outbound UDP 443 so QUIC clients fall back to TCP (which is captured).
+    #[arg(long)]
     pub drop_quic: bool,
     /// The iptables binary (`iptables`, `iptables-legacy`, `iptables-nft`).
+    #[arg(long = "iptables", default_value = "iptables")]
     pub binary: String,
 }
 

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         }
         Command::Iptables { command } => iptables(command),
         Command::Schema => {
-            println!("{:#}", keyward::config::config_schema());
+            out(&format!("{:#}", keyward::config::config_schema()));
             ExitCode::SUCCESS
         }
         Command::Check { config } => match app::check(&config) {
@@ -338,34 +338,21 @@ async fn shutdown_signal() {
 fn iptables(command: IptablesCommand) -> ExitCode {
     use keyward::iptables;
     let result = match command {
-        IptablesCommand::Install {
-            proxy_uid,
-            proxy_port,
-            ports,
-            exclude_cidrs,
-            exclude_ports,
-            drop_quic,
-            dry_run,
-            iptables: binary,
-        } => {
-            let opts = iptables::Options {
-                proxy_uid,
-                proxy_port,
-                ports,
-                exclude_cidrs,
-                exclude_ports,
-                drop_quic,
-                binary,
-            };
+        IptablesCommand::Install { options: opts, dry_run } => {
             if dry_run {
                 iptables::plan(&opts).map(|rules| {
-                    for rule in rules {
-                        println!("{} -w {}", opts.binary, rule.join(" "));
-                    }
+                    let lines: Vec<String> = rules
+                        .iter()
+                        .map(|r| format!("{} -w {}", opts.binary, r.join(" ")))
+                        .collect();
+                    out(&lines.join("\n"));
                 })
             } else {
                 iptables::install(&opts).map(|n| {
-                    println!("keyward iptables: {n} rules installed; TCP from every uid but {proxy_uid} goes to port {proxy_port}")
+                    println!(
+                        "keyward iptables: {n} rules installed; TCP from every uid but {} goes to port {}",
+                        opts.proxy_uid, opts.proxy_port
+                    )
                 })
             }
         }
@@ -379,4 +366,11 @@ fn iptables(command: IptablesCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints output meant for a pipe (`keyward schema | jq`): a reader that stops early (`head`) ends the
+/// output quietly, where `println!` would panic.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
