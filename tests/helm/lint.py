@@ -51,6 +51,7 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import keyward_chart  # noqa: E402
+from keyward_chart import selects  # noqa: E402
 
 helm_sdkpy = keyward_chart.setup(sys.argv[1])  # may re-execute this script with HELM_DRIVER=memory
 import jsonschema  # noqa: E402
@@ -150,18 +151,6 @@ def check_keys(value, path, struct, what):
           f"unknown {sorted(keys - fields)}, missing {sorted(required - keys)}")
 
 
-def selects(selector, labels):
-    """Whether a Kubernetes label selector selects an object with these labels."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        key, op, values = e["key"], e["operator"], e.get("values") or []
-        if not {"In": key in labels and labels[key] in values,
-                "NotIn": key not in labels or labels[key] not in values,
-                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
-            return False
-    return True
 
 
 def without_env(routes):

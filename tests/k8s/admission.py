@@ -15,6 +15,8 @@ import ssl
 import string
 import uuid
 
+from keyward_chart import selects  # tests/helm is on the path podsim sets
+
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -72,18 +74,6 @@ def builtin_admission(pod, service_account):
 
 # ------------------------------------------------------------------------------------ webhook selection
 
-def selects(selector, labels):
-    """A Kubernetes label selector against a label map (an empty selector selects everything)."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        key, op, values = e["key"], e["operator"], e.get("values") or []
-        if not {"In": key in labels and labels[key] in values,
-                "NotIn": key not in labels or labels[key] not in values,
-                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
-            return False
-    return True
 
 
 class _Missing(Exception):
