@@ -3,6 +3,7 @@
 //! error instead of failing, and never touches a pod that did not ask for injection.
 
 pub mod annotations;
+mod containers;
 pub mod mutate;
 pub mod settings;
 

@@ -38,31 +38,12 @@ pub const VERSION: &str = "keyward.dev/version";
 /// configurations the chart renders).
 pub const VAULT_TOKEN: &str = "/var/run/secrets/keyward/vault/token";
 
-const SIDECAR: &str = "keyward";
-const CAPTURE_CONTAINER: &str = "keyward-capture";
-/// The sidecar's uid: the one connection owner the capture rules leave alone.
-const SIDECAR_UID: u32 = 65532;
-/// The sidecar's own directory; only the sidecar mounts it. The admin token it generates is written here.
-const RUN_DIR: &str = "/var/run/keyward";
-const ADMIN_TOKEN: &str = "/var/run/keyward/admin.token";
-/// Where the sidecar writes the configuration it fetches (`keyward.yaml`, and the Rego files under `policies/`).
-const CONFIG_DIR: &str = "/var/run/keyward/config";
-const CONFIG_FILE: &str = "/var/run/keyward/config/keyward.yaml";
-const TRUST_DIR: &str = "/var/run/keyward/trust";
-const BUNDLE: &str = "/var/run/keyward/trust/ca-bundle.pem";
-const CONTROLLER_TOKEN_DIR: &str = "/var/run/secrets/keyward/controller";
-const CONTROLLER_TOKEN: &str = "/var/run/secrets/keyward/controller/token";
-const VAULT_TOKEN_DIR: &str = "/var/run/secrets/keyward/vault";
-
-const RUN_VOLUME: &str = "keyward-run";
-const CONFIG_VOLUME: &str = "keyward-config";
-const TRUST_VOLUME: &str = "keyward-trust";
-const CONTROLLER_TOKEN_VOLUME: &str = "keyward-controller-token";
-const VAULT_TOKEN_VOLUME: &str = "keyward-vault-token";
-/// iptables' lock file under /run, for the capture container (its root filesystem is read-only).
-const CAPTURE_RUN_VOLUME: &str = "keyward-capture-run";
-
 pub use super::settings::Settings;
+
+use super::containers::{
+    capture_container, sidecar, token_volume, BUNDLE, CAPTURE_RUN_VOLUME, CONFIG_VOLUME, CONTROLLER_TOKEN_VOLUME,
+    RUN_VOLUME, SIDECAR, TRUST_DIR, TRUST_VOLUME, VAULT_TOKEN_VOLUME,
+};
 
 /// The JSONPatch operations for `pod`, or `None` when the pod is left alone.
 pub fn patch(pod: &Value, settings: &Settings) -> Option<Vec<Value>> {
@@ -224,131 +205,6 @@ fn append(ops: &mut Vec<Value>, existing: Option<&Value>, path: &str, items: &[V
     }
 }
 
-/// A projected service-account token for `audience`, as `token` in the volume; the kubelet renews it.
-fn token_volume(name: &str, audience: &str, expiration_seconds: u32) -> Value {
-    json!({
-        "name": name,
-        "projected": {
-            "sources": [{
-                "serviceAccountToken": { "audience": audience, "expirationSeconds": expiration_seconds, "path": "token" },
-            }],
-        },
-    })
-}
-
-fn sidecar(
-    settings: &Settings,
-    agent_id: &str,
-    config: &str,
-    native: bool,
-    cpu: Option<&str>,
-    memory: Option<&str>,
-) -> Value {
-    let resources = json!({
-        "requests": { "cpu": cpu.unwrap_or(&settings.cpu), "memory": memory.unwrap_or(&settings.memory) },
-        "limits": { "memory": memory.unwrap_or(&settings.memory) },
-    });
-    let mut container = json!({
-        "name": SIDECAR,
-        "image": settings.image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "args": [
-            "run",
-            "--config", CONFIG_FILE,
-            "--controller", settings.controller_url,
-            "--controller-config", config,
-            "--controller-token", CONTROLLER_TOKEN,
-            "--trust-bundle", BUNDLE,
-            "--admin-token-file", ADMIN_TOKEN,
-        ],
-        "env": [
-            { "name": "KEYWARD_AGENT_ID", "value": agent_id },
-            { "name": "KEYWARD_LOG_FORMAT", "value": "json" },
-            { "name": "KEYWARD_CONTROLLER_CA_PEM", "value": settings.controller_ca },
-            // What `kubectl exec -c keyward -- keyward admin ...` needs to find the running proxy's files.
-            { "name": "KEYWARD_CONFIG", "value": CONFIG_FILE },
-            { "name": "KEYWARD_ADMIN_TOKEN_FILE", "value": ADMIN_TOKEN },
-        ],
-        "ports": [
-            { "name": "keyward-proxy", "containerPort": settings.proxy_port },
-            { "name": "keyward-admin", "containerPort": settings.admin_port },
-        ],
-        "volumeMounts": [
-            { "name": RUN_VOLUME, "mountPath": RUN_DIR },
-            { "name": CONFIG_VOLUME, "mountPath": CONFIG_DIR },
-            { "name": TRUST_VOLUME, "mountPath": TRUST_DIR },
-            { "name": CONTROLLER_TOKEN_VOLUME, "mountPath": CONTROLLER_TOKEN_DIR, "readOnly": true },
-            { "name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": true },
-        ],
-        // /healthz and /readyz need no admin token, so the kubelet can probe them on the pod IP.
-        "startupProbe": { "httpGet": { "path": "/readyz", "port": settings.admin_port }, "periodSeconds": 1, "failureThreshold": 120 },
-        "readinessProbe": { "httpGet": { "path": "/readyz", "port": settings.admin_port }, "periodSeconds": 5 },
-        "livenessProbe": { "httpGet": { "path": "/healthz", "port": settings.admin_port }, "periodSeconds": 10 },
-        "resources": resources,
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": SIDECAR_UID,
-            "runAsGroup": SIDECAR_UID,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
-    });
-    if native {
-        container["restartPolicy"] = json!("Always");
-    }
-    container
-}
-
-/// The init container of `keyward.dev/capture: transparent`: `keyward iptables install` as root with
-/// NET_ADMIN and NET_RAW and no other capability, done before any other container starts.
-fn capture_container(settings: &Settings) -> Value {
-    let c = &settings.capture;
-    let list = |items: &[String]| items.join(",");
-    let mut args = vec![
-        "iptables".to_string(),
-        "install".into(),
-        "--proxy-uid".into(),
-        SIDECAR_UID.to_string(),
-        "--proxy-port".into(),
-        c.port.to_string(),
-    ];
-    let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
-    let exclude_ports: Vec<String> = c.exclude_ports.iter().map(u16::to_string).collect();
-    for (flag, value) in [
-        ("--ports", list(&ports)),
-        ("--exclude-cidrs", list(&c.exclude_cidrs)),
-        ("--exclude-ports", list(&exclude_ports)),
-    ] {
-        if !value.is_empty() {
-            args.extend([flag.to_string(), value]);
-        }
-    }
-    if c.drop_quic {
-        args.push("--drop-quic".into());
-    }
-    json!({
-        "name": CAPTURE_CONTAINER,
-        "image": c.image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "args": args,
-        "volumeMounts": [{ "name": CAPTURE_RUN_VOLUME, "mountPath": "/run" }],
-        "resources": {
-            "requests": { "cpu": "10m", "memory": "16Mi" },
-            "limits": { "memory": "32Mi" },
-        },
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": false,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
-    })
-}
-
 /// JSON Pointer escaping (RFC 6901) of one path segment.
 fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
@@ -357,6 +213,9 @@ fn escape(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::containers::{
+        ADMIN_TOKEN, CONFIG_DIR, CONFIG_FILE, CONTROLLER_TOKEN_DIR, RUN_DIR, VAULT_TOKEN_DIR,
+    };
 
     const CONTROLLER_URL: &str = "https://keyward-controller.keyward.svc:443";
     const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkeywardControllerCA\n-----END CERTIFICATE-----\n";

@@ -27,7 +27,7 @@
      pod metadata), proxy.vault.caFile as ca_file, and every route key rendered as given (compared with the
      values); values.schema.json's route part is generated from the Rust config types (scripts/chart-schema
      --check), and every rendered and example keyward.yaml validates against `keyward schema`;
-   - the PodMonitor (sidecars' keyward-admin port, as src/webhook/mutate.rs names it), the ServiceMonitor and
+   - the PodMonitor (sidecars' keyward-admin port, as src/webhook/containers.rs names it), the ServiceMonitor and
      the PrometheusRule (exactly deploy/observability/keyward-alerts.yaml's groups; the chart's copy is
      byte-identical), all off by default; the controller's NetworkPolicy;
    - GitOps: with every generated Secret supplied by name, two installs into fresh API servers render
@@ -598,7 +598,7 @@ def check_observability():
                                 "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
     try:
         monitors = [o for _, o in r.objects if o["kind"] == "PodMonitor"]
-        mutate = (ROOT / "src" / "webhook" / "mutate.rs").read_text()
+        mutate = (ROOT / "src" / "webhook" / "containers.rs").read_text()
         port_name = re.search(r'"name": "([^"]+)", "containerPort": settings.admin_port', mutate).group(1)
         config = proxy_config(r, "default")[1]
         if check(len(monitors) == 1, "monitoring.podMonitor.enabled: a PodMonitor"):
@@ -608,7 +608,7 @@ def check_observability():
                   and len(endpoints) == 1 and endpoints[0]["port"] == port_name == "keyward-admin"
                   and endpoints[0]["path"] == "/metrics" and endpoints[0]["scheme"] == "http"
                   and not set(endpoints[0]) & {"authorization", "bearerTokenSecret", "basicAuth"},
-                  "PodMonitor: the sidecars' admin port (as src/webhook/mutate.rs names it), /metrics, no token", m["spec"])
+                  "PodMonitor: the sidecars' admin port (as src/webhook/containers.rs names it), /metrics, no token", m["spec"])
             check(config["admin"].startswith("0.0.0.0:"), "and the sidecars' admin listener is reachable on the pod IP",
                   config["admin"])
         service = r.get("Service", CONTROLLER)
