@@ -5,6 +5,7 @@ The upstream records each handshake and message; the script never prints a secre
 - `roundtrip`: 3 messages echoed; `say-secret` makes the upstream send the real secret back (Keyward must
   scrub it); `close-secret` makes it close with the secret in the reason.
 - `leak`: the client sends the real secret in a message (Keyward must close with 1008, sending nothing).
+- `big`: the client sends a message over Keyward's limit (`--size` bytes; Keyward must close with 1009).
 - `refused`: the handshake toward a host the placeholder is not bound to (403 before any upgrade).
 - `idle`: the socket stays quiet (or pings) for a while, then sends; reports whether it was closed and how.
 - `many`: opens N sockets, prints `ready`, holds them until stdin closes, then reports how many stayed open.
@@ -123,6 +124,14 @@ async def scenario(args, port, upstream):
             except websockets.ConnectionClosed as e:
                 out["close_code"] = e.rcvd.code if e.rcvd else None
                 out["close_reason_scrubbed"] = scrubbed(e.rcvd.reason if e.rcvd else "")
+        elif args.scenario == "big":
+            try:
+                await ws.send("x" * args.size)
+                await asyncio.wait_for(ws.recv(), 10)
+                out["closed"] = False
+            except websockets.ConnectionClosed as e:
+                out["closed"] = True
+                out["close_code"] = e.rcvd.code if e.rcvd else None
         elif args.scenario == "leak":
             await ws.send(f"here it is: {SECRET}")
             try:
@@ -154,7 +163,7 @@ async def scenario(args, port, upstream):
 
 async def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["roundtrip", "leak", "refused", "idle", "many", "serve"])
+    parser.add_argument("scenario", choices=["roundtrip", "leak", "big", "refused", "idle", "many", "serve"])
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--ca")
@@ -164,6 +173,7 @@ async def main():
     parser.add_argument("--quiet", type=float, default=0)
     parser.add_argument("--ping-every", type=float, default=0)
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=2 * 1024 * 1024, help="bytes of the `big` message")
     parser.add_argument("--bind", default="127.0.0.1", help="the upstream's address")
     parser.add_argument("--port", type=int, default=0, help="the upstream's port (0: any free one)")
     args = parser.parse_args()

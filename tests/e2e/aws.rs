@@ -326,3 +326,68 @@ async fn a_lease_near_its_maximum_is_replaced_before_it_ends() {
         "the current lease revoked by Keyward at shutdown: {leases}"
     );
 }
+
+/// A hostile (or merely verbose) upstream: S3's `SignatureDoesNotMatch` body quotes the access key id, and
+/// this one also echoes the `Authorization` it got and the secret key. The agent sees the placeholder in
+/// every one of them, in the body and in a header.
+#[tokio::test(flavor = "multi_thread")]
+async fn re_signed_keys_echoed_by_the_upstream_never_reach_the_agent() {
+    use crate::support::hostile::{Hostile, Reply, Seen, Up};
+    let hostile = Hostile::start(std::sync::Arc::new(|seen: &Seen| {
+        let body = format!(
+            "<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>{}</AWSAccessKeyId><Sent>{}</Sent><Key>{}</Key></Error>",
+            secret("aws_access_key_id"),
+            seen.authorization,
+            secret("aws_secret_access_key")
+        );
+        Reply::new(403)
+            .header("x-echo-authorization", seen.authorization.clone())
+            .body(body)
+    }))
+    .await;
+    let routes = r#"
+routes:
+  - name: aws
+    hosts: ["localhost:*"]
+    allow_private: true
+    credentials:
+      - name: aws
+        placeholder: AKIAKEYWARDPLACEHLDR
+        aws_sigv4:
+          access_key_id: { secret: aws_access_key_id }
+          secret_access_key: { secret: aws_secret_access_key }
+"#;
+    let proxy = Proxy::spawn(routes).await;
+    let url = format!("https://localhost:{}/bucket/key", hostile.port(Up::H1));
+    let reply = crate::support::clients::curl(
+        &proxy,
+        &[
+            "-i",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            "AKIAKEYWARDPLACEHLDR:kw-fake-secret",
+            &url,
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", crate::support::masked(&format!("{reply:?}")));
+    let seen = hostile.seen();
+    assert!(
+        seen[0]
+            .authorization
+            .contains(&format!("Credential={}/", secret("aws_access_key_id"))),
+        "the upstream got the real key's signature"
+    );
+    let text = reply.body.to_ascii_lowercase();
+    assert!(
+        !text.contains("realsecret"),
+        "no real key id or secret reaches the agent"
+    );
+    assert!(
+        reply
+            .body
+            .contains("<AWSAccessKeyId>AKIAKEYWARDPLACEHLDR</AWSAccessKeyId>"),
+        "scrubbed to the placeholder"
+    );
+}

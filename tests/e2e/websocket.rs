@@ -125,6 +125,17 @@ async fn a_real_secret_in_an_agent_message_closes_the_socket_with_1008_and_never
     assert_eq!(proxy.metric("keyward_secret_in_request_total"), 1.0);
 }
 
+/// Memory stays bounded: a message over `limits.max_websocket_message` closes the socket with 1009 and is
+/// not relayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_over_the_size_limit_closes_the_socket_with_1009() {
+    let proxy = Proxy::spawn(&format!("limits: {{ max_websocket_message: 65536 }}\n{}", route(""))).await;
+    let result = run(&proxy, "big", &["--size", "200000"]).await;
+    assert_eq!(result["closed"], true, "{result}");
+    assert_eq!(result["close_code"], 1009, "{result}");
+    assert_eq!(result["upstream"][0]["messages"], 0, "{result}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_placeholder_handshake_toward_an_unbound_host_is_refused_before_any_upgrade() {
     let proxy = Proxy::spawn(&route("")).await;
